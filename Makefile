@@ -1,0 +1,25 @@
+# The two commands of the README: `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench check-config clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)  ## set up and serve on 127.0.0.1:8080 (SPINE_CDS_HOST / SPINE_CDS_PORT)
+	$(BIN)/spine-cds serve
+
+test: $(STAMP)  ## set up and run the whole test suite
+	$(BIN)/python -m pytest
+
+check-config: $(STAMP)
+	$(BIN)/spine-cds check-config
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,25 @@
+"""Discovery and service calls: GET /cds-services, POST /cds-services/{id}."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ..errors import Problem
+from ..pipeline import answer_hook
+from ..services import SERVICES
+from .common import json_body, require_jwt, runtime
+
+blueprint = Blueprint("hooks", __name__)
+blueprint.before_request(require_jwt)
+
+
+@blueprint.get("/cds-services")
+def discovery():
+    return jsonify({"services": [s.discovery_entry() for s in SERVICES.values()]})
+
+
+@blueprint.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}; see GET /cds-services")
+    return jsonify(answer_hook(runtime(), service, json_body()))

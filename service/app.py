@@ -1,0 +1,103 @@
+"""The application factory: one place builds the app from settings (the Flask tutorial pattern)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, jsonify, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from .auth import TokenVerifier
+from .cards import CardCatalogue
+from .config import Settings
+from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
+from .fhir_server import FhirServerPolicy
+from .logs import configure as configure_logging, safe_exception
+from .store import Store
+from .terminology import Terminology
+
+log = logging.getLogger(__name__)
+
+_TERMINOLOGY = Terminology()  # one per process: 175 MB that gunicorn workers share after fork
+
+
+@dataclass
+class Runtime:
+    """Everything a request needs, built once per app."""
+
+    settings: Settings
+    store: Store
+    terminology: Terminology
+    catalogue: CardCatalogue
+    fhir: FhirServerPolicy
+    verifier: TokenVerifier | None
+
+    def rules_base_url(self) -> str:
+        return self.settings.public_base_url or request.host_url
+
+
+def create_app(config: Settings | dict | None = None, load_terminology: bool = True) -> Flask:
+    settings = config if isinstance(config, Settings) else Settings.from_env(overrides=config)
+    configure_logging(settings.log_level)
+
+    store = Store(settings.sqlalchemy_url)
+    store.create_schema()
+    terminology = _TERMINOLOGY.load() if load_terminology else _TERMINOLOGY
+    runtime = Runtime(
+        settings=settings,
+        store=store,
+        terminology=terminology,
+        catalogue=CardCatalogue(),
+        fhir=FhirServerPolicy(settings.fhir_allowlist, settings.fhir_connect_timeout,
+                              settings.fhir_read_timeout, settings.fhir_max_pages, settings.fhir_max_bytes),
+        verifier=TokenVerifier(settings, store) if settings.auth_enabled else None,
+    )
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["spine_cds"] = runtime
+
+    from .api import feedback, health, hooks
+    app.register_blueprint(hooks.blueprint)
+    app.register_blueprint(feedback.blueprint)
+    app.register_blueprint(health.blueprint)
+
+    origins = list(settings.cors_origins)
+    CORS(app, resources={r"/cds-services*": {}}, origins="*" if origins == ["*"] else origins,
+         allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"],
+         max_age=86400)
+
+    _register_error_handlers(app)
+    if not settings.auth_enabled:
+        log.warning("AUTHENTICATION IS OFF: no trusted issuer configured (SPINE_CDS_TRUSTED_ISSUERS); "
+                    "any caller can use this service. For local development only.")
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def problem(exc: Problem):
+        return jsonify(exc.to_json()), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        if status == 413:
+            message = f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        elif status == 404:
+            message = f"nothing at {request.path}; the services are listed at GET /cds-services"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        else:
+            message = exc.description or exc.name
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        body = operation_outcome([Issue(HTTP_ISSUE_CODES.get(status, "processing"), message)])
+        return jsonify(body), status, headers
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.error("unexpected error on %s %s: %s", request.method, request.path, safe_exception(exc))
+        body = operation_outcome([Issue("exception", "internal error; it has been logged")])
+        return jsonify(body), 500

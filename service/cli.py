@@ -1,0 +1,104 @@
+"""`spine-cds`: serve, evaluate a hook request, check the configuration."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spine-cds", description="Spine Coding CDS: a CDS Hooks service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the CDS Hooks API with gunicorn")
+    serve.add_argument("--host", help="address to bind (default SPINE_CDS_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default SPINE_CDS_PORT or 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+
+    evaluate = commands.add_parser("evaluate", help="run a hook request through the service and print the cards")
+    evaluate.add_argument("request", type=Path, help="a CDS Hooks request (JSON), e.g. from fhir_fixtures/")
+    evaluate.add_argument("--service", help="service id (default: the service of the request's hook)")
+
+    commands.add_parser("check-config", help="validate the configuration and print it")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        return _check_config()
+    except ConfigError as exc:
+        print(f"spine-cds: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings(overrides: dict | None = None) -> Settings:
+    return Settings.from_env(overrides={k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def _check_config() -> int:
+    settings = _settings()
+    settings.check_bind()
+    print(json.dumps(settings.describe(), indent=2))
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .app import create_app
+    from .services import SERVICES, service_for_hook
+
+    try:
+        body = json.loads(args.request.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"spine-cds: cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    service = SERVICES.get(args.service) if args.service else service_for_hook(
+        body.get("hook") if isinstance(body, dict) else None)
+    if service is None:
+        print("spine-cds: no service for this request's hook; pass --service", file=sys.stderr)
+        return 2
+    # An evaluation is a dry run: nothing is recorded in the service's database.
+    app = create_app(_settings({"database_url": "sqlite://"}))
+    response = app.test_client().post(f"/cds-services/{service.id}", json=body)
+    print(json.dumps(response.get_json(), indent=2))
+    return 0 if response.status_code == 200 else 1
+
+
+def _serve(args) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    settings = _settings({"host": args.host, "port": args.port, "workers": args.workers})
+    settings.check_bind()
+    workers = settings.workers or (os.cpu_count() or 1)
+    app = create_app(settings)  # terminology, templates and lexicons load here, before the fork
+    runtime = app.extensions["spine_cds"]
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("preload_app", True)
+            self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)  # request lines go through our own privacy-safe log
+            self.cfg.set("post_fork", lambda server, worker: runtime.store.after_fork())
+
+        def load(self):
+            return app
+
+    print(f"spine-cds: serving on http://{settings.host}:{settings.port} with {workers} workers "
+          f"(database {settings.describe()['database']})", file=sys.stderr, flush=True)
+    Server().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Configuration: one place, one prefix (SPINE_CDS_), validated at start.
+
+Every setting has a default that runs the service locally on its embedded defaults
+(SQLite under ./data, no authentication, loopback only). `Settings.from_env` reads the
+environment; `create_app(config=...)` accepts a mapping of the same names (without the
+prefix, lower case) so tests can build an app without touching the environment.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PREFIX = "SPINE_CDS_"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one per line, so an operator can fix them at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """A CDS client allowed to call us: its `iss`, where its keys come from, its tenants."""
+
+    iss: str
+    jwks_file: str | None = None
+    jku: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # (name, type, default, help) is read from the field metadata to document the README table.
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8080, metadata={"help": "port to bind"})
+    workers: int = field(default=0, metadata={"help": "gunicorn workers; 0 = one per core"})
+    data_dir: str = field(default="data", metadata={"help": "folder for the embedded SQLite database"})
+    database_url: str = field(
+        default="",
+        metadata={"help": "SQLAlchemy URL; empty = sqlite:///<data_dir>/spine-cds.sqlite3; "
+                          "postgresql+psycopg://… to share state between instances"},
+    )
+    public_base_url: str = field(
+        default="",
+        metadata={"help": "the URL EHRs call us by (JWT `aud` and card links), e.g. https://cds.example.org"},
+    )
+    trusted_issuers: tuple[TrustedIssuer, ...] = field(
+        default=(),
+        metadata={"help": "JSON list (or a path to a JSON file) of "
+                          "{iss, jwks_file | jku: [urls], tenants?}; empty = no authentication"},
+    )
+    allow_open: bool = field(
+        default=False,
+        metadata={"help": "allow binding a non-loopback address with no trusted issuer"},
+    )
+    jwt_algorithms: tuple[str, ...] = field(default=("ES384", "RS384"), metadata={"help": "accepted JWT algorithms"})
+    jwt_max_lifetime: int = field(default=3600, metadata={"help": "longest accepted exp - iat, seconds"})
+    jwt_clock_skew: int = field(default=60, metadata={"help": "tolerated clock difference, seconds"})
+    jwks_cache_seconds: int = field(default=3600, metadata={"help": "how long a fetched JWK Set is kept"})
+    cors_origins: tuple[str, ...] = field(
+        default=("https://sandbox.cds-hooks.org",),
+        metadata={"help": "browser origins allowed to call (comma separated; * for any)"},
+    )
+    max_body_bytes: int = field(default=10 * 1024 * 1024, metadata={"help": "largest request body accepted"})
+    fhir_allowlist: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "FHIR server base URLs we may fetch from (comma separated); empty = never fetch"},
+    )
+    fhir_connect_timeout: float = field(default=1.0, metadata={"help": "FHIR connect timeout, seconds"})
+    fhir_read_timeout: float = field(default=2.0, metadata={"help": "FHIR read timeout, seconds"})
+    fhir_deadline: float = field(default=3.0, metadata={"help": "total time for all FHIR fetches of one call"})
+    fhir_max_pages: int = field(default=10, metadata={"help": "most searchset pages followed per prefetch key"})
+    fhir_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "most bytes read from FHIR per call"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.trusted_issuers)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'spine-cds.sqlite3'}"
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_mapping(cls, values: dict) -> "Settings":
+        """Build from {name: value}; values may be strings (environment) or typed (tests)."""
+        problems: list[str] = []
+        kwargs = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, raw in values.items():
+            if name not in known:
+                problems.append(f"{PREFIX}{name.upper()}: unknown setting")
+                continue
+            try:
+                kwargs[name] = _coerce(name, known[name].default, raw)
+            except (ValueError, TypeError, OSError) as exc:
+                problems.append(f"{PREFIX}{name.upper()}: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, overrides: dict | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {
+            key[len(PREFIX):].lower(): value
+            for key, value in environ.items()
+            if key.startswith(PREFIX) and not key.startswith(PREFIX + "TEST_")
+        }
+        values.update(overrides or {})
+        return cls.from_mapping(values)
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        if not (0 < self.port < 65536):
+            problems.append(f"{PREFIX}PORT: {self.port} is not a TCP port")
+        if self.workers < 0:
+            problems.append(f"{PREFIX}WORKERS: must be 0 (one per core) or more")
+        if self.public_base_url:
+            parts = urlsplit(self.public_base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(f"{PREFIX}PUBLIC_BASE_URL: {self.public_base_url!r} is not an http(s) URL")
+        if self.auth_enabled and not self.public_base_url:
+            problems.append(
+                f"{PREFIX}PUBLIC_BASE_URL: required when trusted issuers are configured "
+                "(a JWT's `aud` is checked against it)"
+            )
+        for alg in self.jwt_algorithms:
+            if alg.upper() == "NONE" or alg.upper().startswith("HS"):
+                problems.append(f"{PREFIX}JWT_ALGORITHMS: {alg} is forbidden by CDS Hooks (none and HMAC)")
+            elif alg not in SUPPORTED_ALGORITHMS:
+                problems.append(f"{PREFIX}JWT_ALGORITHMS: {alg} is not one of {', '.join(SUPPORTED_ALGORITHMS)}")
+        for issuer in self.trusted_issuers:
+            if not issuer.jwks_file and not issuer.jku:
+                problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss} needs jwks_file or jku")
+            if issuer.jwks_file and not Path(issuer.jwks_file).is_file():
+                problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: no file {issuer.jwks_file}")
+            for url in issuer.jku:
+                if urlsplit(url).scheme not in ("http", "https"):
+                    problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: jku {url!r} is not an http(s) URL")
+        for url in self.fhir_allowlist:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(f"{PREFIX}FHIR_ALLOWLIST: {url!r} is not an http(s) base URL")
+        for name in ("fhir_connect_timeout", "fhir_read_timeout", "fhir_deadline"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        for name in ("max_body_bytes", "fhir_max_pages", "fhir_max_bytes", "jwt_max_lifetime"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"{PREFIX}LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise ConfigError(problems)
+
+    def check_bind(self) -> None:
+        """Refuse to serve PHI openly on a network: the check `serve` runs before binding."""
+        if not self.auth_enabled and not self.binds_loopback and not self.allow_open:
+            raise ConfigError([
+                f"{PREFIX}HOST={self.host} is not a loopback address and no trusted issuer is configured: "
+                f"anyone on the network could call the service. Configure {PREFIX}TRUSTED_ISSUERS, "
+                f"or set {PREFIX}ALLOW_OPEN=true if this is really intended."
+            ])
+
+    def describe(self) -> dict:
+        """What `check-config` prints: every setting, no secrets (there are none in settings)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "trusted_issuers":
+                value = [{"iss": i.iss, "keys": i.jwks_file or list(i.jku)} for i in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out["database"] = _redact_url(self.sqlalchemy_url)
+        out.pop("database_url", None)
+        out["authentication"] = "JWT" if self.auth_enabled else "OFF (open, development only)"
+        return out
+
+
+SUPPORTED_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _parse_issuers(raw) -> tuple[TrustedIssuer, ...]:
+    if isinstance(raw, (list, tuple)):
+        items = raw
+    else:
+        text = str(raw).strip()
+        if not text:
+            return ()
+        if not text.startswith("["):
+            path = Path(text)
+            if not path.is_file():
+                raise ValueError(f"not a JSON list and no file named {text!r}")
+            text = path.read_text()
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(items, list):
+        raise ValueError("must be a JSON list of issuers")
+    issuers = []
+    for n, item in enumerate(items):
+        if isinstance(item, TrustedIssuer):
+            issuers.append(item)
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("iss"), str) or not item["iss"]:
+            raise ValueError(f"issuer #{n + 1} needs a string `iss`")
+        unknown = set(item) - {"iss", "jwks_file", "jku", "tenants"}
+        if unknown:
+            raise ValueError(f"issuer {item['iss']}: unknown keys {sorted(unknown)}")
+        jku = item.get("jku") or ()
+        if isinstance(jku, str):
+            jku = (jku,)
+        issuers.append(TrustedIssuer(
+            iss=item["iss"], jwks_file=item.get("jwks_file"),
+            jku=tuple(jku), tenants=tuple(item.get("tenants") or ()),
+        ))
+    return tuple(issuers)
+
+
+def _coerce(name: str, default, raw):
+    if name == "trusted_issuers":
+        return _parse_issuers(raw)
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{raw!r} is not true or false")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{raw!r} is not a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{raw!r} is not a number") from None
+    if isinstance(default, tuple):
+        if isinstance(raw, (list, tuple)):
+            return tuple(str(v) for v in raw)
+        return _csv(str(raw))
+    return str(raw)

@@ -1,0 +1,58 @@
+"""A hook call, start to finish: request → FHIR record → rules → cards.
+
+(The clinical rules add one step between record and rules: findings with their evidence.)
+"""
+from __future__ import annotations
+
+import logging
+
+from .deadline import Deadline
+from .hook_request import parse_hook_request
+from .record import build_record
+from .rules import evaluate
+from .services import CdsService
+
+log = logging.getLogger(__name__)
+
+
+def answer_hook(runtime, service: CdsService, body) -> dict:
+    request = parse_hook_request(body, service)
+    deadline = Deadline(runtime.settings.fhir_deadline)
+    reader = runtime.fhir.reader(request.fhir, deadline)
+    if request.fhir.server and reader is None:
+        log.warning("hookInstance=%s fhirServer is not on the allowlist: not contacted", request.hook_instance)
+    try:
+        record = build_record(request, reader, deadline)
+    except Exception:
+        log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
+                 request.hook_instance, service.id, deadline.elapsed_ms())
+        raise
+    cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
+             for card in evaluate(record, runtime)]
+    runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
+                                runtime.catalogue.contract["extension_key"])
+    response: dict = {"cards": cards}
+    degraded = _degraded(record)
+    if degraded:
+        response["extension"] = {runtime.catalogue.contract["extension_key"]: degraded}
+    log.info(
+        "hookInstance=%s service=%s cards=%d conditions=%d reports=%d notes=%d orders=%d "
+        "texts=%d fetched=%s skipped=%d unavailable=%s ms=%.1f",
+        request.hook_instance, service.id, len(cards), len(record.conditions),
+        len(record.diagnostic_reports), len(record.document_references), len(record.draft_orders),
+        len(record.texts), ",".join(record.fetched) or "-", len(record.skipped),
+        ",".join(record.unavailable) or "-", deadline.elapsed_ms(),
+    )
+    for problem in record.skipped:
+        log.info("hookInstance=%s skipped %s: %s", request.hook_instance, problem.reference, problem.problem)
+    return response
+
+
+def _degraded(record) -> dict:
+    """What the answer could not take into account, so an integrator can see it (no content)."""
+    out = {}
+    if record.unavailable:
+        out["unavailable"] = [{"prefetch": key, "reason": reason} for key, reason in record.unavailable.items()]
+    if record.skipped:
+        out["skipped"] = [{"reference": p.reference, "problem": p.problem} for p in record.skipped]
+    return out

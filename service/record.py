@@ -1,0 +1,278 @@
+"""Step 2 of a hook call: the patient's FHIR record, from prefetch or from the FHIR server.
+
+Prefetch semantics (CDS Hooks 2.0 §Prefetch, protocol.md):
+- key absent → fetch it from `fhirServer` (when on the allowlist), following `next` links;
+- key null → the EHR has no such data;
+- an OperationOutcome in place of data → the EHR's own fetch failed: fetch it ourselves if we
+  can, else the data is unavailable;
+- a searchset with a `next` link → the rest is fetched (bounded).
+
+Required data that cannot be had → 412. Resources are parsed with fhir.resources (R4B) one at a
+time: an invalid one is skipped and reported (by reference and field path, never content).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from .clinical_text import decode_base64, decode_text
+from .deadline import Deadline
+from .errors import Issue, Problem
+from .fhir_server import FhirReader, FhirUnavailable
+from .hook_request import HookRequest
+
+log = logging.getLogger(__name__)
+
+# Resource types the rules read; anything else in a bundle is ignored without parsing.
+RECORD_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "DiagnosticReport",
+                "DocumentReference", "ServiceRequest")
+_MODELS = {name: get_fhir_model_class(name) for name in RECORD_TYPES}
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A piece of clinical text and exactly where it came from (for a card's evidence)."""
+
+    reference: str  # e.g. "DiagnosticReport/mri-1"
+    element: str    # e.g. "conclusion", "presentedForm[0]", "content[0].attachment"
+    text: str
+    date: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """Something in the record we could not use. Safe to log: never holds clinical content."""
+
+    reference: str
+    problem: str
+
+
+@dataclass
+class PatientRecord:
+    hook: str
+    hook_instance: str
+    patient_id: str
+    encounter_id: str | None
+    patient: object | None = None
+    encounter: object | None = None
+    conditions: list = field(default_factory=list)
+    procedures: list = field(default_factory=list)
+    diagnostic_reports: list = field(default_factory=list)
+    document_references: list = field(default_factory=list)
+    draft_orders: list = field(default_factory=list)  # ServiceRequests being signed
+    texts: list[TextSource] = field(default_factory=list)
+    skipped: list[RecordProblem] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # prefetch key → reason
+    fetched: list[str] = field(default_factory=list)  # prefetch keys read from the FHIR server
+
+    def has(self, key: str) -> bool:
+        """False when the data of a prefetch key could not be read: absence proves nothing then."""
+        return key not in self.unavailable
+
+
+_LISTS = {
+    "Condition": "conditions",
+    "Procedure": "procedures",
+    "DiagnosticReport": "diagnostic_reports",
+    "DocumentReference": "document_references",
+}
+
+
+def build_record(request: HookRequest, reader: FhirReader | None, deadline: Deadline) -> PatientRecord:
+    record = PatientRecord(
+        hook=request.service.hook,
+        hook_instance=request.hook_instance,
+        patient_id=request.patient_id,
+        encounter_id=request.encounter_id,
+    )
+    failures: list[Issue] = []
+    for spec in request.service.prefetch:
+        try:
+            data, fetched = _obtain(spec, request, reader)
+        except FhirUnavailable as exc:
+            record.unavailable[spec.key] = exc.reason
+            if spec.required:
+                failures.append(Issue(
+                    "not-found",
+                    f"required data {spec.key!r} ({spec.resource_type}) could not be obtained: {exc.reason}",
+                    f"prefetch.{spec.key}",
+                ))
+            continue
+        if fetched:
+            record.fetched.append(spec.key)
+        _add(record, spec, data, reader)
+    if failures:
+        raise Problem(412, failures)
+
+    for n, resource in enumerate(request.draft_orders):
+        if resource.get("resourceType") == "ServiceRequest":
+            model = _parse(record, resource, f"context.draftOrders.entry[{n}]")
+            if model is not None:
+                record.draft_orders.append(model)
+                _collect_texts(record, resource, reader)
+    return record
+
+
+def _obtain(spec, request: HookRequest, reader: FhirReader | None) -> tuple[dict | None, bool]:
+    """The key's data (a resource, a Bundle, or None for no data) and whether we fetched it.
+
+    Raises FhirUnavailable when the data cannot be had.
+    """
+    if spec.key in request.prefetch:
+        value = request.prefetch[spec.key]
+        if value is None:
+            return None, False
+        if value.get("resourceType") == "OperationOutcome":
+            if reader is None:
+                raise FhirUnavailable("the EHR's prefetch failed and the FHIR server is not reachable")
+            return _fetch(spec, request, reader), True
+        if value.get("resourceType") == "Bundle" and reader is not None and _has_next(value):
+            return reader.follow_pages(value), True
+        return value, False
+    if spec.render(request.context) is None:
+        return None, False  # a token with no value (no encounterId at order-sign): nothing to read
+    if reader is None:
+        raise FhirUnavailable("not in prefetch, and no FHIR server on the allowlist to fetch it from")
+    return _fetch(spec, request, reader), True
+
+
+def _fetch(spec, request: HookRequest, reader: FhirReader) -> dict | None:
+    url = spec.render(request.context)
+    if url is None:
+        return None
+    return reader.search(url) if spec.is_search else reader.read(url)
+
+
+def _has_next(bundle: dict) -> bool:
+    return any(isinstance(link, dict) and link.get("relation") == "next" for link in bundle.get("link") or [])
+
+
+def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | None) -> None:
+    if data is None:
+        return
+    resource_type, patient_id = spec.resource_type, record.patient_id
+    if data.get("resourceType") == "Bundle":
+        resources = [e.get("resource") for e in data.get("entry") or [] if isinstance(e, dict)]
+        if data.get("link") and _has_next(data):
+            record.unavailable.setdefault(spec.key, "only the first page was available")
+    else:
+        resources = [data]
+    for n, resource in enumerate(resources):
+        if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+            continue  # included resources, search outcomes, other types: not ours to read here
+        where = f"{resource_type}/{resource.get('id', f'#{n}')}"
+        if not _belongs_to(resource, patient_id):
+            record.skipped.append(RecordProblem(where, "belongs to another patient"))
+            continue
+        model = _parse(record, resource, where)
+        if model is None:
+            continue
+        if resource_type in _LISTS:
+            getattr(record, _LISTS[resource_type]).append(model)
+        elif resource_type == "Patient":
+            record.patient = model
+        elif resource_type == "Encounter":
+            record.encounter = model
+        _collect_texts(record, resource, reader)
+
+
+def _belongs_to(resource: dict, patient_id: str) -> bool:
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id") in (None, patient_id)
+    subject = resource.get("subject") or resource.get("patient")
+    if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+        return True  # nothing says otherwise
+    reference = subject["reference"]
+    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+
+
+def _parse(record: PatientRecord, resource: dict, where: str):
+    model_class = _MODELS.get(resource.get("resourceType"))
+    if model_class is None:
+        return None
+    try:
+        return model_class.model_validate(resource)
+    except ValidationError as exc:
+        # Field paths and error types only: pydantic's messages quote the input values.
+        paths = sorted({".".join(str(p) for p in err["loc"]) or "(resource)" for err in exc.errors()})
+        problem = "invalid FHIR R4: " + ", ".join(paths[:5]) + (" …" if len(paths) > 5 else "")
+        record.skipped.append(RecordProblem(where, problem))
+        return None
+    except (ValueError, TypeError, RecursionError) as exc:
+        record.skipped.append(RecordProblem(where, f"invalid FHIR R4 ({type(exc).__name__})"))
+        return None
+
+
+# ---------------------------------------------------------------------- text
+def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | None) -> None:
+    """Narrative of a resource, from the raw JSON (the models decode base64 leniently)."""
+    rtype = resource.get("resourceType")
+    ref = f"{rtype}/{resource.get('id', '?')}"
+    date = _date_of(resource)
+
+    def add(element: str, text) -> None:
+        if isinstance(text, str) and text.strip():
+            record.texts.append(TextSource(ref, element, text.strip(), date))
+
+    code = resource.get("code")
+    if isinstance(code, dict):
+        add("code.text", code.get("text"))
+    for n, note in enumerate(resource.get("note") or []):
+        if isinstance(note, dict):
+            add(f"note[{n}].text", note.get("text"))
+    if rtype == "DiagnosticReport":
+        add("conclusion", resource.get("conclusion"))
+        for n, attachment in enumerate(resource.get("presentedForm") or []):
+            add(f"presentedForm[{n}]", _attachment_text(record, ref, f"presentedForm[{n}]", attachment, reader))
+    elif rtype == "DocumentReference":
+        add("description", resource.get("description"))
+        for n, content in enumerate(resource.get("content") or []):
+            if isinstance(content, dict):
+                element = f"content[{n}].attachment"
+                add(element, _attachment_text(record, ref, element, content.get("attachment"), reader))
+    elif rtype == "ServiceRequest":
+        for n, reason in enumerate(resource.get("reasonCode") or []):
+            if isinstance(reason, dict):
+                add(f"reasonCode[{n}].text", reason.get("text"))
+
+
+def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, reader) -> str | None:
+    if not isinstance(attachment, dict):
+        return None
+    content_type = attachment.get("contentType")
+    if isinstance(attachment.get("data"), str):
+        data = decode_base64(attachment["data"])
+        if data is None:
+            record.skipped.append(RecordProblem(f"{ref}#{element}", "attachment data is not valid base64"))
+            return None
+    elif isinstance(attachment.get("url"), str):
+        if reader is None:
+            record.skipped.append(RecordProblem(f"{ref}#{element}", "attachment url not read: no FHIR server access"))
+            return None
+        try:
+            binary_type, data = reader.read_binary(attachment["url"])
+        except FhirUnavailable as exc:
+            record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment url not read: {exc.reason}"))
+            return None
+        content_type = content_type or binary_type
+    else:
+        return None
+    text = decode_text(content_type, data)
+    if text is None:
+        record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read"))
+    return text
+
+
+def _date_of(resource: dict) -> str | None:
+    for key in ("effectiveDateTime", "issued", "date", "recordedDate", "performedDateTime",
+                "onsetDateTime", "authoredOn"):
+        if isinstance(resource.get(key), str):
+            return resource[key]
+    for key in ("effectivePeriod", "performedPeriod", "period"):
+        period = resource.get(key)
+        if isinstance(period, dict) and isinstance(period.get("start"), str):
+            return period["start"]
+    return None

@@ -1,0 +1,211 @@
+"""What must last: the cards we issued, the feedback on them, and the JWT ids already seen.
+
+SQLAlchemy Core over SQLite (the embedded default, WAL mode) or PostgreSQL (by URL, when
+several instances share state). No clinical text is stored: cards are kept by uuid, rule,
+kind and codes; feedback as the EHR sent it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, create_engine, event,
+    func, select, text,
+)
+from sqlalchemy.engine import make_url
+
+metadata = MetaData()
+
+issued_cards = Table(
+    "issued_cards", metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column("rule", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("indicator", String(16), nullable=False),
+    Column("service_id", String(64), nullable=False),
+    Column("hook", String(64), nullable=False),
+    Column("hook_instance", String(64), nullable=False),
+    Column("suggestion_uuids", Text, nullable=False),  # JSON array
+    Column("proposed_codes", Text, nullable=False),    # JSON array
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Index("ix_issued_cards_issued_at", "issued_at"),
+    Index("ix_issued_cards_rule", "rule"),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("service_id", String(64), nullable=False),
+    Column("card_uuid", String(64), nullable=False),
+    Column("known_card", Boolean, nullable=False),
+    Column("rule", String(64)),
+    Column("outcome", String(16), nullable=False),
+    Column("accepted_suggestions", Text, nullable=False),  # JSON array of suggestion uuids
+    Column("override_system", Text),
+    Column("override_code", Text),
+    Column("override_display", Text),
+    Column("user_comment", Text),
+    Column("outcome_timestamp", String(64), nullable=False),
+    Column("outcome_at", DateTime(timezone=True)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_feedback_card_uuid", "card_uuid"),
+)
+
+jwt_replay = Table(
+    "jwt_replay", metadata,
+    Column("token_key", String(64), primary_key=True),  # sha256(iss | jti)
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_jwt_replay_expires_at", "expires_at"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    def __init__(self, url: str):
+        parsed = make_url(url)
+        options = {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            options = {"connect_args": {"timeout": 10}}
+        self.engine = create_engine(url, **options)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._purge_counter = 0
+        self._lock = threading.Lock()
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def after_fork(self) -> None:
+        """Each gunicorn worker opens its own connections (pools must not cross a fork)."""
+        self.engine.dispose(close=False)
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+
+    def _insert_ignoring_duplicates(self, table):
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing()
+
+    # ------------------------------------------------------------ issued cards
+    def record_issued(self, service_id: str, hook: str, hook_instance: str, cards: list[dict],
+                      extension_key: str) -> None:
+        if not cards:
+            return
+        now = utcnow()
+        rows = []
+        for card in cards:
+            payload = card["extension"][extension_key]
+            rows.append({
+                "card_uuid": card["uuid"],
+                "rule": payload["rule"],
+                "kind": card["source"]["topic"]["code"],
+                "indicator": card["indicator"],
+                "service_id": service_id,
+                "hook": hook,
+                "hook_instance": hook_instance,
+                "suggestion_uuids": json.dumps([s["uuid"] for s in card.get("suggestions", [])]),
+                "proposed_codes": json.dumps(payload["proposedCodes"]),
+                "issued_at": now,
+            })
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignoring_duplicates(issued_cards), rows)
+
+    # ---------------------------------------------------------------- feedback
+    def store_feedback(self, service_id: str, items: list[dict]) -> dict:
+        """Store each item once. Returns counts and the card uuids we never issued."""
+        now = utcnow()
+        stored = duplicates = 0
+        unknown: list[str] = []
+        with self.engine.begin() as conn:
+            uuids = sorted({item["card"] for item in items})
+            known = {
+                row.card_uuid: row.rule
+                for row in conn.execute(
+                    select(issued_cards.c.card_uuid, issued_cards.c.rule).where(issued_cards.c.card_uuid.in_(uuids))
+                )
+            }
+            insert = self._insert_ignoring_duplicates(feedback)
+            for item in items:
+                reason = (item.get("overrideReason") or {}).get("reason") or {}
+                accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
+                row = {
+                    "dedupe_key": _dedupe_key(service_id, item, accepted, reason),
+                    "service_id": service_id,
+                    "card_uuid": item["card"],
+                    "known_card": item["card"] in known,
+                    "rule": known.get(item["card"]),
+                    "outcome": item["outcome"],
+                    "accepted_suggestions": json.dumps(accepted),
+                    "override_system": reason.get("system"),
+                    "override_code": reason.get("code"),
+                    "override_display": reason.get("display"),
+                    "user_comment": (item.get("overrideReason") or {}).get("userComment"),
+                    "outcome_timestamp": item["outcomeTimestamp"],
+                    "outcome_at": item.get("_outcome_at"),
+                    "received_at": now,
+                }
+                result = conn.execute(insert, row)
+                if result.rowcount:
+                    stored += 1
+                else:
+                    duplicates += 1
+                if item["card"] not in known and item["card"] not in unknown:
+                    unknown.append(item["card"])
+        return {"received": len(items), "stored": stored, "duplicates": duplicates, "unknownCards": unknown}
+
+    def feedback_rows(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(feedback).order_by(feedback.c.id))]
+
+    def issued_rows(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(issued_cards))]
+
+    # -------------------------------------------------------------- JWT replay
+    def remember_token(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """True the first time a (iss, jti) is seen; False on a replay. Shared by all workers."""
+        key = hashlib.sha256(f"{issuer}\x00{jti}".encode()).hexdigest()
+        with self._lock:
+            self._purge_counter += 1
+            purge = self._purge_counter % 200 == 0
+        with self.engine.begin() as conn:
+            if purge:
+                conn.execute(jwt_replay.delete().where(jwt_replay.c.expires_at < utcnow()))
+            result = conn.execute(self._insert_ignoring_duplicates(jwt_replay),
+                                  {"token_key": key, "expires_at": expires_at})
+            return bool(result.rowcount)
+
+    def count(self, table_name: str) -> int:
+        table = metadata.tables[table_name]
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _dedupe_key(service_id: str, item: dict, accepted: list[str], reason: dict) -> str:
+    identity = [service_id, item["card"], item["outcome"], item["outcomeTimestamp"], accepted,
+                reason.get("system"), reason.get("code"),
+                (item.get("overrideReason") or {}).get("userComment")]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
