@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8192
 MAX_JWKS_BYTES = 256 * 1024
-JWKS_REFETCH_MIN_SECONDS = 30  # an unknown kid refetches a JWK Set at most this often
 
 
 class Unauthorized(Exception):
@@ -35,8 +34,9 @@ class Unauthorized(Exception):
 class JwksCache:
     """JWK Sets per URL: fetched only from allowlisted URLs, cached, refetched on unknown kid."""
 
-    def __init__(self, ttl: int, timeout: float = 2.0):
+    def __init__(self, ttl: int, refetch_interval: int, timeout: float = 2.0):
         self.ttl = ttl
+        self.refetch_interval = refetch_interval  # unknown kids must not make us a fetch amplifier
         self.timeout = timeout
         self._sets: dict[str, tuple[float, dict]] = {}
         self._last_fetch: dict[str, float] = {}
@@ -50,7 +50,7 @@ class JwksCache:
             cached = self._sets.get(url)
             if cached and not force and now - cached[0] < self.ttl:
                 return cached[1]
-            if force and now - self._last_fetch.get(url, -1e9) < JWKS_REFETCH_MIN_SECONDS and cached:
+            if force and now - self._last_fetch.get(url, -1e9) < self.refetch_interval and cached:
                 return cached[1]
             self._last_fetch[url] = now
         keys = self._fetch(url)
@@ -86,7 +86,7 @@ class TokenVerifier:
         self.skew = settings.jwt_clock_skew
         self.replay_store = replay_store
         self.clock = clock
-        self.jwks = JwksCache(settings.jwks_cache_seconds)
+        self.jwks = JwksCache(settings.jwks_cache_seconds, settings.jwks_refetch_seconds)
         self._file_keys: dict[str, dict] = {}
         for issuer in self.issuers.values():
             if issuer.jwks_file:

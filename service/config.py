@@ -69,6 +69,8 @@ class Settings:
     jwt_max_lifetime: int = field(default=3600, metadata={"help": "longest accepted exp - iat, seconds"})
     jwt_clock_skew: int = field(default=60, metadata={"help": "tolerated clock difference, seconds"})
     jwks_cache_seconds: int = field(default=3600, metadata={"help": "how long a fetched JWK Set is kept"})
+    jwks_refetch_seconds: int = field(
+        default=10, metadata={"help": "least time between two refetches of a JWK Set for an unknown kid"})
     cors_origins: tuple[str, ...] = field(
         default=("https://sandbox.cds-hooks.org",),
         metadata={"help": "browser origins allowed to call (comma separated; * for any)"},

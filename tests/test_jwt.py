@@ -1,0 +1,286 @@
+"""Trusting CDS clients: the spec's own token verifies; forged tokens are refused with a bare 401."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from service.auth import TokenVerifier, Unauthorized
+from service.config import Settings
+from service.store import Store
+
+from .support import load_example
+
+BASE = "https://cds.test"
+DISCOVERY = "/cds-services"
+ISS = "https://ehr.test"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwk(public_key, kid: str, alg: str) -> dict:
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(public_key))
+    jwk.update(kid=kid, use="sig", alg=alg)
+    return jwk
+
+
+class Client:
+    """A CDS client with its keys: signs tokens the way an EHR (or an attacker) would."""
+
+    def __init__(self):
+        self.ec_key = ec.generate_private_key(ec.SECP384R1())
+        self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.jwks = {"keys": [_jwk(self.ec_key.public_key(), "ec-1", "ES384"),
+                              _jwk(self.rsa_key.public_key(), "rsa-1", "RS384")]}
+
+    def claims(self, aud=BASE + DISCOVERY, **overrides) -> dict:
+        now = int(time.time())
+        claims = {"iss": ISS, "aud": aud, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(self, alg="ES384", kid=None, key=None, headers=None, **claims) -> str:
+        key = key or (self.ec_key if alg.startswith("ES") else self.rsa_key)
+        kid = kid or ("ec-1" if alg.startswith("ES") else "rsa-1")
+        header = {"kid": kid, "typ": "JWT", **(headers or {})}
+        return jwt.encode(self.claims(**claims), key, algorithm=alg, headers=header)
+
+
+@pytest.fixture
+def ehr():
+    return Client()
+
+
+@pytest.fixture
+def secured(make_app, tmp_path, ehr):
+    jwks_file = tmp_path / "ehr-jwks.json"
+    jwks_file.write_text(json.dumps(ehr.jwks))
+
+    def build(**overrides):
+        issuers = [{"iss": ISS, "jwks_file": str(jwks_file), "jku": ["https://ehr.test/jwks"]}]
+        settings = {"trusted_issuers": issuers, "public_base_url": BASE}
+        settings.update(overrides)
+        return make_app(**settings).test_client()
+
+    return build
+
+
+def _get(client, token, path=DISCOVERY):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.get(path, headers=headers)
+
+
+# ------------------------------------------------------------ the spec's vector
+def _spec_verifier(tmp_path, now):
+    (tmp_path / "spec-jwks.json").write_text(json.dumps(load_example("spec2.0.1_jwks_public.json")))
+    settings = Settings.from_mapping({
+        "trusted_issuers": [{"iss": "https://fhir-ehr.example.com/",
+                             "jwks_file": str(tmp_path / "spec-jwks.json"),
+                             "jku": ["https://fhir-ehr.example.com/jwk_uri"]}],
+        "public_base_url": "https://cds.example.org",
+        "jwt_max_lifetime": 10 ** 9,  # the spec's token lives 3.5 years: no short maximum here
+    })
+    store = Store(f"sqlite:///{tmp_path / 'replay.sqlite3'}")
+    store.create_schema()
+    return TokenVerifier(settings, store, clock=lambda: now)
+
+
+SPEC_AUD = "https://cds.example.org/cds-services/some-service"
+
+
+def test_the_specifications_example_token_verifies_with_the_clock_frozen(tmp_path):
+    header = load_example("spec2.0.1_jwt_authorization_header.txt").split(": ", 1)[1].strip()
+    verifier = _spec_verifier(tmp_path, now=1400000000)  # between its iat (2011) and exp (2015)
+    claims = verifier.verify(header, SPEC_AUD)
+    assert claims["jti"] == "ee22b021-e1b7-4611-ba5b-8eec6a33ac1e"
+    assert claims["tenant"] == "2ddd6c3a-8e9a-44c6-a305-52111ad302a2"
+    with pytest.raises(Unauthorized, match="replayed"):
+        verifier.verify(header, SPEC_AUD)
+
+
+def test_the_specifications_token_is_expired_today(tmp_path):
+    header = load_example("spec2.0.1_jwt_authorization_header.txt").split(": ", 1)[1].strip()
+    with pytest.raises(Unauthorized, match="expired"):
+        _spec_verifier(tmp_path, now=time.time()).verify(header, SPEC_AUD)
+
+
+def test_the_specifications_token_for_another_endpoint_is_refused(tmp_path):
+    header = load_example("spec2.0.1_jwt_authorization_header.txt").split(": ", 1)[1].strip()
+    with pytest.raises(Unauthorized, match="audience"):
+        _spec_verifier(tmp_path, now=1400000000).verify(header, "https://cds.example.org/cds-services/other")
+
+
+def test_a_token_signed_with_the_spec_private_key_but_tampered_claims_is_refused(tmp_path):
+    header = load_example("spec2.0.1_jwt_authorization_header.txt").split(": ", 1)[1].strip()
+    head, payload, signature = header.split(" ", 1)[1].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["tenant"] = "another-tenant"
+    forged = f"Bearer {head}.{_b64(json.dumps(claims).encode())}.{signature}"
+    with pytest.raises(Unauthorized, match="InvalidSignatureError"):
+        _spec_verifier(tmp_path, now=1400000000).verify(forged, SPEC_AUD)
+
+
+# ----------------------------------------------------------- accepted tokens
+@pytest.mark.parametrize("alg", ["ES384", "RS384"])
+def test_valid_tokens_are_accepted_on_every_endpoint(secured, ehr, alg, order_sign_request):
+    client = secured()
+    assert _get(client, ehr.token(alg)).status_code == 200
+    path = "/cds-services/spine-coding-order-sign"
+    response = client.post(path, json=order_sign_request,
+                           headers={"Authorization": f"Bearer {ehr.token(alg, aud=BASE + path)}"})
+    assert response.status_code == 200
+    feedback = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden",
+                              "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    response = client.post(path + "/feedback", json=feedback,
+                           headers={"Authorization": f"Bearer {ehr.token(alg, aud=BASE + path + '/feedback')}"})
+    assert response.status_code == 200
+
+
+def test_audience_may_be_an_array(secured, ehr):
+    assert _get(secured(), ehr.token(aud=["https://other", BASE + DISCOVERY])).status_code == 200
+
+
+def test_tenant_allowlist(secured, ehr, tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps(ehr.jwks))
+    client = secured(trusted_issuers=[{"iss": ISS, "jwks_file": str(tmp_path / "t.json"), "tenants": ["t-1"]}])
+    assert _get(client, ehr.token(tenant="t-1")).status_code == 200
+    assert _get(client, ehr.token(tenant="t-2")).status_code == 401
+    assert _get(client, ehr.token()).status_code == 401
+
+
+# ------------------------------------------------------------ forged tokens
+def _unsigned(header: dict, claims: dict) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+
+
+def _hs256_with_public_key(ehr: Client) -> str:
+    """Key confusion: HMAC keyed with the issuer's public key, which an attacker knows."""
+    pem = ehr.ec_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    signing_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': 'ec-1'}).encode())}." \
+                    f"{_b64(json.dumps(ehr.claims()).encode())}"
+    signature = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+FORGERIES = {
+    "alg none": lambda e: _unsigned({"alg": "none", "typ": "JWT", "kid": "ec-1"}, e.claims()),
+    "HS256 with the public key": _hs256_with_public_key,
+    "wrong key": lambda e: e.token(key=ec.generate_private_key(ec.SECP384R1())),
+    "RS key with the EC kid": lambda e: e.token("RS384", kid="ec-1"),
+    "algorithm not allowed": lambda e: e.token("ES256", key=ec.generate_private_key(ec.SECP256R1())),
+    "expired": lambda e: e.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 3900),
+    "issued in the future": lambda e: e.token(iat=int(time.time()) + 3600, exp=int(time.time()) + 3900),
+    "lifetime too long": lambda e: e.token(exp=int(time.time()) + 86400 * 30),
+    "wrong aud": lambda e: e.token(aud=BASE + "/cds-services/spine-coding-order-sign"),
+    "aud of another host": lambda e: e.token(aud="https://evil.test/cds-services"),
+    "untrusted iss": lambda e: e.token(iss="https://evil.test"),
+    "unknown kid": lambda e: e.token(kid="nope"),
+    "jku off the allowlist": lambda e: e.token(headers={"jku": "https://evil.test/jwks"}),
+    "typ not JWT": lambda e: e.token(headers={"typ": "at+jwt"}),
+    "no kid": lambda e: jwt.encode(e.claims(), e.ec_key, algorithm="ES384", headers={"typ": "JWT"}),
+    "no jti": lambda e: e.token(jti=None),
+    "no exp": lambda e: e.token(exp=None),
+    "no iat": lambda e: e.token(iat=None),
+    "no aud": lambda e: e.token(aud=None),
+    "no iss": lambda e: e.token(iss=None),
+    "string exp": lambda e: e.token(exp="tomorrow"),
+    "garbage": lambda e: "not.a.token",
+    "oversized": lambda e: e.token(padding="x" * 20000),
+    "kid injection": lambda e: e.token(kid="../../../../etc/passwd' OR 1=1 --"),
+}
+
+
+@pytest.mark.parametrize("name", list(FORGERIES))
+def test_forged_tokens_are_refused_with_a_bare_401(secured, ehr, name, caplog):
+    token = FORGERIES[name](ehr)
+    with caplog.at_level(logging.DEBUG):
+        response = _get(secured(), token)
+    assert response.status_code == 401
+    assert response.get_json() == {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "login", "diagnostics": "unauthorized"}]}
+    assert token not in caplog.text  # the reason is logged, never the token
+
+
+def test_a_replayed_token_is_refused(secured, ehr):
+    client, token = secured(), ehr.token()
+    assert _get(client, token).status_code == 200
+    assert _get(client, token).status_code == 401
+
+
+def test_replay_is_refused_across_app_instances_sharing_the_database(secured, ehr):
+    token = ehr.token()
+    assert _get(secured(), token).status_code == 200
+    assert _get(secured(), token).status_code == 401  # a second "worker" on the same database
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer "])
+def test_missing_or_non_bearer_authorization_is_401(secured, header):
+    client = secured()
+    headers = {"Authorization": header} if header is not None else {}
+    assert client.get(DISCOVERY, headers=headers).status_code == 401
+    assert client.post("/cds-services/spine-coding-order-sign", json={}, headers=headers).status_code == 401
+    assert client.post("/cds-services/spine-coding-order-sign/feedback", json={},
+                       headers=headers).status_code == 401
+
+
+def test_health_endpoints_need_no_token(secured):
+    client = secured()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+# --------------------------------------------------------------- jku fetching
+def test_jku_key_set_is_fetched_cached_and_refetched_on_rotation(make_app, fhir_server, ehr):
+    jku = f"{fhir_server.base}/jwks"
+    fhir_server.route("jwks", ehr.jwks)
+    client = make_app(trusted_issuers=[{"iss": ISS, "jku": [jku]}], public_base_url=BASE,
+                      jwks_refetch_seconds=0).test_client()
+    assert _get(client, ehr.token(headers={"jku": jku})).status_code == 200
+    assert _get(client, ehr.token()).status_code == 200  # no jku header: the issuer's configured one
+    assert fhir_server.paths().count("/fhir/jwks") == 1  # cached
+
+    rotated = Client()
+    rotated.jwks["keys"][0]["kid"] = "ec-2"
+    fhir_server.route("jwks", rotated.jwks)
+    token = rotated.token(kid="ec-2", headers={"jku": jku})
+    assert _get(client, token).status_code == 200
+    assert fhir_server.paths().count("/fhir/jwks") == 2  # refetched once for the unknown kid
+
+
+def test_unknown_kids_cannot_force_a_refetch_storm(make_app, fhir_server, ehr):
+    jku = f"{fhir_server.base}/jwks"
+    fhir_server.route("jwks", ehr.jwks)
+    client = make_app(trusted_issuers=[{"iss": ISS, "jku": [jku]}], public_base_url=BASE).test_client()
+    assert _get(client, ehr.token()).status_code == 200
+    for n in range(5):
+        assert _get(client, ehr.token(kid=f"random-{n}")).status_code == 401
+    assert fhir_server.paths().count("/fhir/jwks") == 1  # within the refetch interval: no refetch
+
+
+def test_jku_off_the_allowlist_is_never_contacted(make_app, fhir_server, ehr):
+    fhir_server.route("jwks", ehr.jwks)
+    client = make_app(trusted_issuers=[{"iss": ISS, "jku": ["https://ehr.test/jwks"]}],
+                      public_base_url=BASE).test_client()
+    assert _get(client, ehr.token(headers={"jku": f"{fhir_server.base}/jwks"})).status_code == 401
+    assert fhir_server.requests == []
+
+
+def test_redirecting_jku_is_not_followed(make_app, fhir_server, ehr):
+    jku = f"{fhir_server.base}/jwks"
+    fhir_server.route("jwks", b"", status=302, headers={"Location": f"{fhir_server.base}/evil"})
+    fhir_server.route("evil", ehr.jwks)
+    client = make_app(trusted_issuers=[{"iss": ISS, "jku": [jku]}], public_base_url=BASE).test_client()
+    assert _get(client, ehr.token(headers={"jku": jku})).status_code == 401
+    assert "/fhir/evil" not in fhir_server.paths()
