@@ -140,7 +140,8 @@ class Store:
                     select(issued_cards.c.card_uuid, issued_cards.c.rule).where(issued_cards.c.card_uuid.in_(uuids))
                 )
             }
-            insert = self._insert_ignoring_duplicates(feedback)
+            # RETURNING says whether a row went in (rowcount is unreliable with ON CONFLICT on psycopg).
+            insert = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
             for item in items:
                 reason = (item.get("overrideReason") or {}).get("reason") or {}
                 accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
@@ -160,8 +161,7 @@ class Store:
                     "outcome_at": item.get("_outcome_at"),
                     "received_at": now,
                 }
-                result = conn.execute(insert, row)
-                if result.rowcount:
+                if conn.execute(insert, row).first() is not None:
                     stored += 1
                 else:
                     duplicates += 1
@@ -187,9 +187,9 @@ class Store:
         with self.engine.begin() as conn:
             if purge:
                 conn.execute(jwt_replay.delete().where(jwt_replay.c.expires_at < utcnow()))
-            result = conn.execute(self._insert_ignoring_duplicates(jwt_replay),
-                                  {"token_key": key, "expires_at": expires_at})
-            return bool(result.rowcount)
+            inserted = conn.execute(self._insert_ignoring_duplicates(jwt_replay).returning(jwt_replay.c.token_key),
+                                    {"token_key": key, "expires_at": expires_at}).first()
+            return inserted is not None
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]

@@ -1,11 +1,14 @@
 """Shared test fixtures: apps on temporary databases, real HTTP servers on loopback."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
+import sqlalchemy
 
 from service import create_app
 
-from .support import ORDER_SIGN_FIXTURE, FakeFhirServer, ServedApp, fresh, load_fixture
+from .support import ORDER_SIGN_FIXTURE, POSTGRES_URL, FakeFhirServer, ServedApp, fresh, load_fixture
 
 
 @pytest.fixture
@@ -54,3 +57,31 @@ def fhir_server():
     server = FakeFhirServer()
     yield server
     server.close()
+
+
+def _postgres_schema_url():
+    """A PostgreSQL URL on a fresh schema, or skip saying why (a test that needs it says so)."""
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any driver error means "no server here"
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({type(exc).__name__}); "
+                    "set SPINE_CDS_TEST_POSTGRES_URL to run the PostgreSQL feedback tests")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return engine, schema, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'feedback.sqlite3'}"
+        return
+    engine, schema, url = _postgres_schema_url()
+    yield url
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

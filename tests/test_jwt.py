@@ -284,3 +284,18 @@ def test_redirecting_jku_is_not_followed(make_app, fhir_server, ehr):
     client = make_app(trusted_issuers=[{"iss": ISS, "jku": [jku]}], public_base_url=BASE).test_client()
     assert _get(client, ehr.token(headers={"jku": jku})).status_code == 401
     assert "/fhir/evil" not in fhir_server.paths()
+
+
+def test_replay_store_is_shared_on_postgresql(database_url, tmp_path, ehr):
+    """Every worker and every instance on the same database refuses a replayed jti."""
+    (tmp_path / "k.json").write_text(json.dumps(ehr.jwks))
+    from service import create_app
+
+    settings = {"database_url": database_url, "public_base_url": BASE,
+                "trusted_issuers": [{"iss": ISS, "jwks_file": str(tmp_path / "k.json")}]}
+    first, second = create_app(settings), create_app(settings)
+    token = ehr.token()
+    assert _get(first.test_client(), token).status_code == 200
+    assert _get(second.test_client(), token).status_code == 401
+    for app in (first, second):
+        app.extensions["spine_cds"].store.engine.dispose()
