@@ -1,0 +1,83 @@
+"""Cards as CDS Hooks 2.0 and the card contract require them."""
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+
+from service.cards import Action, Card, CardCatalogue, Evidence, Suggestion, contract_problems
+
+CATALOGUE = CardCatalogue()
+
+
+def _card(**overrides) -> Card:
+    fields = dict(
+        rule="SPL-SPECIFICITY", kind="specificity",
+        summary="Documentation places the slip at C1-C2: M43.11 is more specific than M43.10",
+        detail="**Evidence**: MRI cervical spine, 2026-11-02: \"anterolisthesis of C1 on C2\"",
+        current_codes=["M43.10"], proposed_codes=["M43.11"],
+        evidence=[Evidence("DiagnosticReport/dr-mri-1", "conclusion", "anterolisthesis of C1 on C2")],
+        suggestions=[Suggestion("Recode as M43.11", [Action("update", "Update the Condition",
+                                                            {"resourceType": "Condition", "id": "c1"})])],
+    )
+    fields.update(overrides)
+    return Card(**fields)
+
+
+def test_a_full_card_conforms():
+    card = _card().to_json(CATALOGUE, "https://cds.test")
+    assert contract_problems(card, CATALOGUE) == []
+    assert card["source"] == {"label": "Spine Coding CDS", "url": "https://cds.test/rules/SPL-SPECIFICITY",
+                              "topic": {"system": "urn:spine-coding-cds:card-kind", "code": "specificity",
+                                        "display": "More specific code"}}
+    assert card["indicator"] == "warning"  # the kind's default
+    assert card["selectionBehavior"] == "at-most-one"
+    assert [r["code"] for r in card["overrideReasons"]] == [
+        "documentation-supports-current-code", "provider-will-be-queried", "not-clinically-applicable",
+        "already-addressed"]
+    payload = card["extension"]["spine-coding-cds"]
+    assert payload["rule"] == "SPL-SPECIFICITY" and payload["proposedCodes"] == ["M43.11"]
+    assert payload["evidence"][0]["assertion"] == "affirmed"
+    assert uuid.UUID(card["uuid"]) and uuid.UUID(card["suggestions"][0]["uuid"])
+
+
+def test_a_prompt_card_omits_empty_optional_fields():
+    card = _card(kind="missing-documentation", suggestions=[], detail=None, proposed_codes=[],
+                 missing_documentation=["region", "imaging"]).to_json(CATALOGUE, "https://cds.test")
+    assert contract_problems(card, CATALOGUE) == []
+    assert "suggestions" not in card and "selectionBehavior" not in card and "detail" not in card
+    assert card["indicator"] == "info"
+
+
+def test_uuids_are_fresh_for_every_card_and_suggestion():
+    a, b = _card().to_json(CATALOGUE, "https://x"), _card().to_json(CATALOGUE, "https://x")
+    assert a["uuid"] != b["uuid"] and a["suggestions"][0]["uuid"] != b["suggestions"][0]["uuid"]
+
+
+BREAKAGES = {
+    "long summary": (lambda c: c.update(summary="x" * 140), "summary"),
+    "no uuid": (lambda c: c.pop("uuid"), "uuid"),
+    "bad indicator": (lambda c: c.update(indicator="hard-stop"), "indicator"),
+    "no selectionBehavior": (lambda c: c.pop("selectionBehavior"), "selectionBehavior"),
+    "empty detail": (lambda c: c.update(detail=""), "detail is empty"),
+    "unknown kind": (lambda c: c["source"]["topic"].update(code="advice"), "topic"),
+    "relative source url": (lambda c: c["source"].update(url="/rules/x"), "source.url"),
+    "override without display": (lambda c: c["overrideReasons"][0].pop("display"), "overrideReasons[0]"),
+    "suggestion without uuid": (lambda c: c["suggestions"][0].pop("uuid"), "suggestions[0]"),
+    "update without resource": (lambda c: c["suggestions"][0]["actions"][0].pop("resource"), "whole resource"),
+    "no extension": (lambda c: c.pop("extension"), "extension"),
+    "bad assertion": (lambda c: c["extension"]["spine-coding-cds"]["evidence"][0].update(assertion="maybe"),
+                      "evidence[0]"),
+    "unknown documentation element": (
+        lambda c: c["extension"]["spine-coding-cds"].update(missingDocumentation=["vibes"]), "vibes"),
+}
+
+
+@pytest.mark.parametrize("name", list(BREAKAGES))
+def test_the_contract_check_catches(name):
+    card = copy.deepcopy(_card().to_json(CATALOGUE, "https://cds.test"))
+    mutate, expected = BREAKAGES[name]
+    mutate(card)
+    problems = contract_problems(card, CATALOGUE)
+    assert any(expected in p for p in problems), problems

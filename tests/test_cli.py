@@ -1,0 +1,97 @@
+"""The command line: evaluate a vignette, check the configuration, serve with gunicorn."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from .support import FIXTURES, ORDER_SIGN_FIXTURE, ROOT
+
+CLI = [sys.executable, "-m", "service.cli"]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_CDS_")}
+    env.update(extra)
+    return env
+
+
+def test_evaluate_prints_the_response_of_a_vignette(tmp_path):
+    result = subprocess.run(CLI + ["evaluate", str(FIXTURES / ORDER_SIGN_FIXTURE)], capture_output=True,
+                            text=True, env=_env(SPINE_CDS_DATA_DIR=str(tmp_path)), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout)["cards"], list)
+    assert not (tmp_path / "spine-cds.sqlite3").exists()  # a dry run records nothing
+
+
+def test_evaluate_reports_a_bad_request_with_its_outcome(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"hook": "order-sign", "context": {}}))
+    result = subprocess.run(CLI + ["evaluate", str(path)], capture_output=True, text=True, env=_env(),
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["resourceType"] == "OperationOutcome"
+
+
+def test_evaluate_of_a_missing_file_says_so(tmp_path):
+    result = subprocess.run(CLI + ["evaluate", str(tmp_path / "nope.json")], capture_output=True, text=True,
+                            env=_env(), timeout=60)
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_check_config_prints_settings_or_the_problems():
+    ok = subprocess.run(CLI + ["check-config"], capture_output=True, text=True, env=_env(), timeout=60)
+    assert ok.returncode == 0
+    assert json.loads(ok.stdout)["authentication"].startswith("OFF")
+    bad = subprocess.run(CLI + ["check-config"], capture_output=True, text=True, timeout=60,
+                         env=_env(SPINE_CDS_HOST="0.0.0.0", SPINE_CDS_PORT="x"))
+    assert bad.returncode == 2 and "SPINE_CDS_PORT" in bad.stderr
+
+
+def test_serve_refuses_an_open_network_bind(tmp_path):
+    result = subprocess.run(CLI + ["serve", "--host", "0.0.0.0"], capture_output=True, text=True,
+                            env=_env(SPINE_CDS_DATA_DIR=str(tmp_path)), timeout=60)
+    assert result.returncode == 2 and "ALLOW_OPEN" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.served
+def test_serve_runs_gunicorn_with_workers_and_answers(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen(CLI + ["serve", "--port", str(port), "--workers", "2"],
+                               env=_env(SPINE_CDS_DATA_DIR=str(tmp_path)), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the server did not become ready in 60 s")
+        services = requests.get(base + "/cds-services", timeout=5).json()["services"]
+        assert len(services) == 3
+        body = json.loads((FIXTURES / ORDER_SIGN_FIXTURE).read_text())
+        for _ in range(4):  # spread over both workers
+            response = requests.post(base + "/cds-services/spine-coding-order-sign", json=body, timeout=10)
+            assert response.status_code == 200
+        assert (tmp_path / "spine-cds.sqlite3").exists()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Booting worker" in output and output.count("Booting worker") == 2
+    assert "AUTHENTICATION IS OFF" in output
