@@ -15,7 +15,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 PREFIX = "SPINE_CDS_"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _project_dir() -> Path:
+    """The checkout (editable install), else the working directory (the Docker image's /app)."""
+    source = Path(__file__).resolve().parent.parent
+    return source if (source / "cards").is_dir() else Path.cwd()
+
+
+PROJECT_DIR = _project_dir()
 
 
 class ConfigError(ValueError):

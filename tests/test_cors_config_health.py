@@ -123,3 +123,14 @@ def test_not_ready_when_the_database_is_gone(make_app, tmp_path):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert "database unavailable" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from dataclasses import fields
+
+    from .support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [f"SPINE_CDS_{f.name.upper()}" for f in fields(Settings)
+               if f"`SPINE_CDS_{f.name.upper()}`" not in readme]
+    assert missing == []
