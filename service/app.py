@@ -13,7 +13,9 @@ from .cards import CardCatalogue
 from .config import Settings
 from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
 from .fhir_server import FhirServerPolicy
+from .findings import TextReader, ValueSets
 from .logs import configure as configure_logging, safe_exception
+from .rules import load_rules
 from .store import Store
 from .terminology import Terminology
 
@@ -32,6 +34,8 @@ class Runtime:
     catalogue: CardCatalogue
     fhir: FhirServerPolicy
     verifier: TokenVerifier | None
+    reader: TextReader
+    value_sets: ValueSets
 
     def rules_base_url(self) -> str:
         return self.settings.public_base_url or request.host_url
@@ -52,7 +56,10 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
         fhir=FhirServerPolicy(settings.fhir_allowlist, settings.fhir_connect_timeout,
                               settings.fhir_read_timeout, settings.fhir_max_pages, settings.fhir_max_bytes),
         verifier=TokenVerifier(settings, store) if settings.auth_enabled else None,
+        reader=TextReader(),
+        value_sets=ValueSets(),
     )
+    load_rules()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import jinja2
+
 from .config import PROJECT_DIR
+from .findings import Evidence
 
 CARDS_DIR = PROJECT_DIR / "cards"
 INDICATORS = ("info", "warning", "critical")
@@ -20,13 +23,82 @@ ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
 SELECTION_BEHAVIORS = ("at-most-one", "any")
 
 
+class TemplateError(ValueError):
+    """A card template in cards/ that does not follow its schema: refused at load."""
+
+
+_TEMPLATE_KEYS = {"title", "kind", "indicator", "source", "about", "summary", "detail", "suggestions", "variants"}
+_VARIANT_KEYS = {"kind", "indicator", "summary", "detail", "suggestions"}
+
+
+@dataclass(frozen=True)
+class RuleTemplate:
+    """The wording of one rule's cards (cards/<RULE-ID>.toml), compiled once."""
+
+    rule: str
+    title: str
+    about: str
+    source: str
+    kind: str
+    indicator: str
+    summary: object  # jinja2.Template
+    detail: object
+    suggestions: dict
+    variants: dict
+    text: dict  # the raw TOML, for the rule's page
+
+
 class CardCatalogue:
-    """The reviewable card vocabulary in `cards/contract.toml`, loaded once."""
+    """The reviewable card vocabulary (cards/contract.toml) and every rule's wording, loaded once."""
 
     def __init__(self, directory: Path = CARDS_DIR):
         self.directory = Path(directory)
         with open(self.directory / "contract.toml", "rb") as fh:
             self.contract = tomllib.load(fh)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.directory)), undefined=jinja2.StrictUndefined,
+            autoescape=False, keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
+        )
+        self.env.filters["md"] = escape_markdown
+        self.templates: dict[str, RuleTemplate] = {}
+        for path in sorted(self.directory.glob("*.toml")):
+            if path.name != "contract.toml":
+                self.templates[path.stem] = self._load(path)
+
+    def _load(self, path: Path) -> RuleTemplate:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        where = f"cards/{path.name}"
+        unknown = set(raw) - _TEMPLATE_KEYS
+        if unknown:
+            raise TemplateError(f"{where}: unknown keys {sorted(unknown)}")
+        for key in ("title", "kind", "indicator", "source", "about", "summary", "detail"):
+            if not isinstance(raw.get(key), str) or not raw[key].strip():
+                raise TemplateError(f"{where}: `{key}` is required")
+        variants = {}
+        for name, variant in (raw.get("variants") or {}).items():
+            if set(variant) - _VARIANT_KEYS:
+                raise TemplateError(f"{where}: variant {name} has unknown keys {sorted(set(variant) - _VARIANT_KEYS)}")
+            variants[name] = variant
+        for spec in [raw] + list(variants.values()):
+            if spec.get("kind", raw["kind"]) not in self.kinds:
+                raise TemplateError(f"{where}: kind {spec.get('kind')!r} is not a kind of the contract")
+            if spec.get("indicator", raw["indicator"]) not in INDICATORS:
+                raise TemplateError(f"{where}: indicator must be one of {INDICATORS}")
+        try:
+            compile_ = self.env.from_string
+            return RuleTemplate(
+                rule=path.stem, title=raw["title"], about=raw["about"], source=raw["source"],
+                kind=raw["kind"], indicator=raw["indicator"],
+                summary=compile_(raw["summary"]), detail=compile_(raw["detail"]),
+                suggestions={k: compile_(v) for k, v in (raw.get("suggestions") or {}).items()},
+                variants={name: {k: (compile_(v) if k in ("summary", "detail") else
+                                     {sk: compile_(sv) for sk, sv in v.items()} if k == "suggestions" else v)
+                                 for k, v in variant.items()} for name, variant in variants.items()},
+                text=raw,
+            )
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{where}: template error line {exc.lineno}: {exc.message}") from None
 
     @cached_property
     def kinds(self) -> dict:
@@ -44,17 +116,32 @@ class CardCatalogue:
     def topic(self, kind: str) -> dict:
         return {"system": self.contract["kind_system"], "code": kind, "display": self.kinds[kind]["display"]}
 
+    def documentation_label(self, element: str) -> str:
+        return self.contract["documentation_elements"][element]
 
-@dataclass(frozen=True)
-class Evidence:
-    reference: str
-    element: str
-    text: str
-    assertion: str = "affirmed"
+    def wording(self, card: "Card") -> tuple[str, str, str, str, dict, dict]:
+        """(kind, indicator, summary, detail, suggestion templates) of a card from its rule's template."""
+        template = self.templates[card.rule]
+        variant = template.variants.get(card.variant, {}) if card.variant else {}
+        if card.variant and card.variant not in template.variants:
+            raise TemplateError(f"cards/{card.rule}.toml has no variant {card.variant!r}")
+        values = dict(card.values)
+        values.setdefault("evidence", card.evidence)
+        values.setdefault("missing", [self.documentation_label(m) for m in card.missing_documentation])
+        values.setdefault("source", template.source)
+        summary = variant.get("summary", template.summary).render(values).strip()
+        detail = variant.get("detail", template.detail).render(values).strip()
+        suggestions = {**template.suggestions, **variant.get("suggestions", {})}
+        return (variant.get("kind", template.kind), variant.get("indicator", template.indicator),
+                summary, detail, {k: t for k, t in suggestions.items()}, values)
 
-    def to_json(self) -> dict:
-        return {"reference": self.reference, "element": self.element, "text": self.text,
-                "assertion": self.assertion}
+
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
+
+
+def escape_markdown(text: str) -> str:
+    """Quoted clinical text shown as text, never as markdown or HTML (the EHR renders the detail)."""
+    return str(text).translate(_MARKDOWN_SPECIAL).replace("\n", " ")
 
 
 @dataclass
@@ -75,13 +162,16 @@ class Action:
 
 @dataclass
 class Suggestion:
-    label: str
+    """A change the EHR can apply. `key` names its label in the rule's template [suggestions]."""
+
+    key: str
     actions: list[Action] = field(default_factory=list)
+    values: dict = field(default_factory=dict)
     is_recommended: bool | None = None
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    def to_json(self) -> dict:
-        out = {"label": self.label, "uuid": self.uuid}
+    def to_json(self, label: str) -> dict:
+        out = {"label": label, "uuid": self.uuid}
         if self.is_recommended is not None:
             out["isRecommended"] = self.is_recommended
         if self.actions:
@@ -91,11 +181,11 @@ class Suggestion:
 
 @dataclass
 class Card:
+    """What a rule concludes: its facts (`values`) and codes; wording comes from cards/<rule>.toml."""
+
     rule: str
-    kind: str
-    summary: str
-    indicator: str | None = None  # None → the kind's default indicator
-    detail: str | None = None
+    values: dict = field(default_factory=dict)
+    variant: str | None = None
     current_codes: list[str] = field(default_factory=list)
     proposed_codes: list[str] = field(default_factory=list)
     missing_documentation: list[str] = field(default_factory=list)
@@ -105,30 +195,41 @@ class Card:
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_json(self, catalogue: CardCatalogue, rules_base_url: str) -> dict:
-        indicator = self.indicator or catalogue.kinds[self.kind]["indicator"]
+        kind, indicator, summary, detail, labels, values = catalogue.wording(self)
         out = {
             "uuid": self.uuid,
-            "summary": self.summary,
+            "summary": summary,
             "indicator": indicator,
             "source": {
                 "label": catalogue.product,
                 "url": f"{rules_base_url.rstrip('/')}/rules/{self.rule}",
-                "topic": catalogue.topic(self.kind),
+                "topic": catalogue.topic(kind),
             },
         }
-        if self.detail:
-            out["detail"] = self.detail
+        if detail:
+            out["detail"] = detail
         if self.suggestions:
-            out["suggestions"] = [s.to_json() for s in self.suggestions]
+            out["suggestions"] = [s.to_json(labels[s.key].render({**values, **s.values}).strip())
+                                  for s in self.suggestions]
             out["selectionBehavior"] = self.selection_behavior or "at-most-one"
         out["overrideReasons"] = catalogue.override_reasons()
         payload = {"rule": self.rule, "currentCodes": list(self.current_codes),
                    "proposedCodes": list(self.proposed_codes)}
         if self.missing_documentation:
             payload["missingDocumentation"] = list(self.missing_documentation)
-        payload["evidence"] = [e.to_json() for e in self.evidence]
+        payload["evidence"] = [e.to_json() for e in _unique(self.evidence)]
         out["extension"] = {catalogue.contract["extension_key"]: payload}
         return out
+
+
+def _unique(evidence: list[Evidence]) -> list[Evidence]:
+    seen, out = set(), []
+    for e in evidence:
+        key = (e.reference, e.element, e.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
 
 
 def contract_problems(card: dict, catalogue: CardCatalogue) -> list[str]:

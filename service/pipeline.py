@@ -1,15 +1,13 @@
-"""A hook call, start to finish: request → FHIR record → rules → cards.
-
-(The clinical rules add one step between record and rules: findings with their evidence.)
-"""
+"""A hook call, start to finish: request → FHIR record → findings → rules → cards."""
 from __future__ import annotations
 
 import logging
 
 from .deadline import Deadline
 from .hook_request import parse_hook_request
+from .findings import gather_findings
 from .record import build_record
-from .rules import evaluate
+from .rules import RuleContext, evaluate
 from .services import CdsService
 
 log = logging.getLogger(__name__)
@@ -27,8 +25,10 @@ def answer_hook(runtime, service: CdsService, body) -> dict:
         log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
                  request.hook_instance, service.id, deadline.elapsed_ms())
         raise
+    findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology)
+    context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
     cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
-             for card in evaluate(record, runtime)]
+             for card in evaluate(findings, context)]
     runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
                                 runtime.catalogue.contract["extension_key"])
     response: dict = {"cards": cards}

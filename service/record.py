@@ -67,6 +67,7 @@ class PatientRecord:
     skipped: list[RecordProblem] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # prefetch key → reason
     fetched: list[str] = field(default_factory=list)  # prefetch keys read from the FHIR server
+    raw: dict[str, dict] = field(default_factory=dict)  # "Type/id" → the resource as the EHR sent it
 
     def has(self, key: str) -> bool:
         """False when the data of a prefetch key could not be read: absence proves nothing then."""
@@ -112,6 +113,7 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
             model = _parse(record, resource, f"context.draftOrders.entry[{n}]")
             if model is not None:
                 record.draft_orders.append(model)
+                record.raw[f"ServiceRequest/{resource.get('id', n)}"] = resource
                 _collect_texts(record, resource, reader)
     return record
 
@@ -170,6 +172,7 @@ def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | No
         model = _parse(record, resource, where)
         if model is None:
             continue
+        record.raw[where] = resource
         if resource_type in _LISTS:
             getattr(record, _LISTS[resource_type]).append(model)
         elif resource_type == "Patient":

@@ -1,8 +1,9 @@
-"""Step 4 of a hook call: the coding rules.
+"""Step 4 of a hook call: the coding rules of shared/spec/rules.md.
 
-A rule is a small pure function of the patient's record (and, with the clinical rules, its
-findings) that returns cards or nothing. Each rule declares its id (shared/spec/rules.md), the
-hooks it runs at, and lives in one module of this package; the registry below is all the
+A rule is a small pure function of the patient's findings that returns cards (or nothing).
+Each declares its id, the hooks it runs at, and lives in the module of its family:
+`spondylolisthesis.py` (SPL-*), `radiculopathy.py` (RAD-*), `orders.py` (ORD-*),
+`tabular.py` (TAB-*). Its wording is in cards/<RULE-ID>.toml. The registry below is all the
 pipeline knows about them.
 """
 from __future__ import annotations
@@ -13,6 +14,15 @@ from typing import Callable, Iterable
 from ..cards import Card
 
 ALL_HOOKS = frozenset({"order-sign", "encounter-sign", "encounter-discharge"})
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What rules may consult besides the findings: the tabular, the value sets, the hook."""
+
+    terminology: object
+    value_sets: object
+    hook: str
 
 
 @dataclass(frozen=True)
@@ -37,11 +47,18 @@ def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS):
     return register
 
 
-def evaluate(record, context) -> list[Card]:
-    """All cards of the rules that run at this record's hook, in rule-id order."""
+def evaluate(findings, context: RuleContext) -> list[Card]:
+    """All cards of the rules that run at this hook, in rule-id order."""
     cards: list[Card] = []
     for rule_id in sorted(RULES):
         entry = RULES[rule_id]
-        if record.hook in entry.hooks:
-            cards.extend(entry.check(record, context))
+        if context.hook in entry.hooks:
+            cards.extend(entry.check(findings, context))
     return cards
+
+
+def load_rules() -> dict[str, Rule]:
+    """Import every rule module (registration happens at import)."""
+    from . import orders, radiculopathy, spondylolisthesis, tabular  # noqa: F401
+
+    return RULES

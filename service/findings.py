@@ -1,0 +1,371 @@
+"""Step 3 of a hook call: findings, each with its evidence and its assertion.
+
+From codes: the patient's Conditions (ICD-10-CM, SNOMED CT; status, category, encounter rank),
+the studies of DiagnosticReports (LOINC/CPT), Procedures (CPT conservative care), and the draft
+orders being signed with their reasons. From text: every finding of rules.md §2 in report
+conclusions and attachments, notes, Condition and Procedure notes, with its spinal region read
+from the level *in the same clause* as the finding, and its ConText assertion (affirmed,
+negated, uncertain, historical; family findings are dropped: they are not the patient's).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+
+from .nlp.concepts import KNOWLEDGE, ConceptLexicon, Target
+from .nlp.context import ContextLexicon
+from .nlp.levels import MULTIPLE, LevelMention, find_levels
+from .nlp.sentences import split_sentences
+from .record import PatientRecord, TextSource
+from .terminology import ICD10CM, Terminology
+
+SNOMED = "http://snomed.info/sct"
+NOT_CURRENT = {"inactive", "resolved", "remission"}
+INVALID = {"entered-in-error", "refuted"}
+SOFT = {"unconfirmed", "provisional", "differential"}
+CANCELLED = {"entered-in-error", "cancelled", "revoked"}
+ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
+
+# Where a finding's level is looked for: its own clause first (clauses end at these words).
+_CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\b|\band\s+(?=[a-z]+\s+(?:at|of)\b)",
+                           re.IGNORECASE)
+_WEEKS = re.compile(r"\b(\d{1,3})\s*(?:-|\s)?\s*(weeks?|wks?|months?|mos?)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a finding was read: the resource, the element, the exact phrase, its assertion."""
+
+    reference: str
+    element: str
+    text: str
+    assertion: str = "affirmed"
+    date: str | None = None
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "element": self.element, "text": self.text,
+                "assertion": self.assertion}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str               # a finding of concepts.toml, e.g. "displacement"
+    assertion: str          # affirmed | negated | uncertain | historical
+    region: str | None      # region of the finding's own level (levels.REGIONS), None when unstated
+    level: str | None       # the level as written ("C1 on C2"), None when unstated
+    specific: bool          # a named level (C1-C2, odontoid), not a region word ("cervical")
+    upper_cervical: bool    # described only as "upper/high cervical"
+    phrase: str             # the words of the finding ("anterolisthesis")
+    evidence: Evidence
+    from_report: bool = False  # read in a DiagnosticReport (imaging, EMG)
+
+    @property
+    def affirmed(self) -> bool:
+        return self.assertion == "affirmed"
+
+
+@dataclass(frozen=True)
+class CodedCondition:
+    reference: str
+    codes: tuple[str, ...]          # ICD-10-CM codes, normalised (M43.11)
+    snomed: tuple[str, ...]
+    text: str | None
+    current: bool                   # not inactive/resolved; not refuted/entered-in-error
+    firm: bool                      # current and confirmed (not unconfirmed/provisional/differential)
+    category: str | None
+    rank: int | None                # Encounter.diagnosis rank (or its order)
+    date: str | None
+
+    @property
+    def code(self) -> str | None:
+        return self.codes[0] if self.codes else None
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.reference, "code", f"{self.code}{' ' + self.text if self.text else ''}",
+                        "affirmed", self.date)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A DiagnosticReport or Procedure classified by its code (valuesets.toml)."""
+
+    reference: str
+    kind: str        # e.g. "mri-cervical", "flexion-extension", "electrodiagnostic", "conservative-care"
+    status: str | None
+    has_result: bool  # a conclusion or a readable report
+    date: str | None
+    weeks: float | None = None  # for care with a performed period
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    reference: str
+    cpt: tuple[str, ...]
+    reason_codes: tuple[str, ...]        # ICD-10-CM reasons, from reasonCode and reasonReference
+    reason_conditions: tuple[str, ...]   # Condition references in reasonReference
+
+
+class ValueSets:
+    def __init__(self, path=KNOWLEDGE / "valuesets.toml"):
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        self.systems = data["systems"]
+        self.labels: dict[str, str] = {}
+        self._by_code: dict[tuple[str, str], list[str]] = {}
+        for family in ("studies", "procedures", "orders"):
+            for name, spec in data[family].items():
+                self.labels[name] = spec["label"]
+                for system_key in ("loinc", "cpt"):
+                    for code in spec.get(system_key, []):
+                        self._by_code.setdefault((self.systems[system_key], code), []).append(name)
+        self.snomed_findings: dict[str, str] = data["snomed_findings"]
+
+    def kinds(self, system: str | None, code: str | None) -> list[str]:
+        return self._by_code.get((system or "", code or ""), [])
+
+    def members(self, name: str) -> set[str]:
+        return {code for (system, code), names in self._by_code.items() if name in names}
+
+
+class TextReader:
+    """Lexicons loaded once; `read` turns one text into findings."""
+
+    def __init__(self):
+        self.concepts = ConceptLexicon()
+        self.context = ContextLexicon()
+
+    def read(self, source: TextSource, from_report: bool = False) -> list[Finding]:
+        findings = []
+        for start, end in split_sentences(source.text):
+            sentence = source.text[start:end]
+            targets = self.concepts.targets(sentence)
+            if not targets:
+                continue
+            targets = _drop_nested(targets)
+            assertions = self.context.assertions(sentence, targets)
+            levels = find_levels(sentence)
+            for target, assertion in zip(targets, assertions):
+                if assertion == "family":
+                    continue
+                concept = self.concepts.concepts[target.finding]
+                region, level, specific, upper = _level_of(sentence, target, levels, concept.level_from)
+                evidence = Evidence(source.reference, source.element, sentence, assertion, source.date)
+                findings.append(Finding(target.finding, assertion, region, level, specific, upper,
+                                        target.text, evidence, from_report))
+        return findings
+
+
+def _drop_nested(targets: list[Target]) -> list[Target]:
+    """Of two targets of the same finding, the longer wins; a target inside another kind's
+    longer phrase yields to it ("without radiation" is axial pain, not a radicular sign)."""
+    kept: list[Target] = []
+    for t in sorted(targets, key=lambda t: (-(t.end - t.start), t.start)):
+        if any(k.start <= t.start and t.end <= k.end and (k.finding == t.finding or (k.end - k.start) > (t.end - t.start))
+               for k in kept):
+            continue
+        kept.append(t)
+    return sorted(kept, key=lambda t: t.start)
+
+
+def _level_of(sentence: str, target: Target, levels: list[LevelMention], level_from: str):
+    """(region, level text, specific, upper_cervical) of a target: the level of its own clause."""
+    if level_from == "none" or not levels:
+        return None, None, False, False
+    clause_start, clause_end = _clause_around(sentence, target)
+    in_clause = [m for m in levels if clause_start <= m.start and m.end <= clause_end]
+    chosen = [m for m in in_clause if m.specific] or [m for m in in_clause if not m.specific]
+    if not chosen:
+        nearby = [m for m in levels if m.specific and min(abs(m.start - target.end), abs(target.start - m.end)) <= 40]
+        chosen = nearby[:1]
+    if not chosen:
+        return None, None, False, False
+    region_of = (lambda m: m.root_region) if level_from == "root" else (lambda m: m.segment_region)
+    regions = {region_of(m) for m in chosen}
+    region = regions.pop() if len(regions) == 1 else MULTIPLE
+    specific = any(m.specific for m in chosen)
+    upper = not specific and any(m.upper_cervical for m in chosen)
+    return region, ", ".join(m.text for m in chosen), specific, upper
+
+
+def _clause_around(sentence: str, target: Target) -> tuple[int, int]:
+    start, end = 0, len(sentence)
+    for m in _CLAUSE_BREAK.finditer(sentence):
+        if m.end() <= target.start:
+            start = m.end()
+        elif m.start() >= target.end:
+            end = m.start()
+            break
+    return start, end
+
+
+# --------------------------------------------------------------------- the facts
+@dataclass
+class Findings:
+    """Everything the rules read about one patient, built once per hook call."""
+
+    record: PatientRecord
+    conditions: list[CodedCondition] = field(default_factory=list)
+    text: list[Finding] = field(default_factory=list)
+    studies: list[Study] = field(default_factory=list)
+    orders: list[DraftOrder] = field(default_factory=list)
+
+    # Queries the rules share.
+    def current(self, firm: bool = True) -> list[CodedCondition]:
+        return [c for c in self.conditions if c.current and (c.firm or not firm) and c.code]
+
+    def coded(self, *prefixes: str, firm: bool = True) -> list[CodedCondition]:
+        return [c for c in self.current(firm)
+                if any(c.code.replace(".", "").startswith(p.replace(".", "")) for p in prefixes)]
+
+    def has_code(self, *prefixes: str) -> bool:
+        return bool(self.coded(*prefixes, firm=False))
+
+    def of(self, kind: str, *assertions: str) -> list[Finding]:
+        wanted = assertions or ("affirmed",)
+        return [f for f in self.text if f.kind == kind and f.assertion in wanted]
+
+    def documented(self, kind: str) -> bool:
+        """Present, or stated absent: the record speaks of it either way."""
+        return bool(self.of(kind, "affirmed", "negated", "historical"))
+
+    def studies_of(self, *kinds: str) -> list[Study]:
+        return [s for s in self.studies if s.kind in kinds and s.status not in CANCELLED]
+
+    @cached_property
+    def encounter_ranks(self) -> dict[str, int]:
+        return {c.reference: c.rank for c in self.conditions if c.rank is not None}
+
+
+def gather_findings(record: PatientRecord, reader: TextReader, value_sets: ValueSets,
+                    terminology: Terminology) -> Findings:
+    findings = Findings(record)
+    ranks = _encounter_ranks(record)
+    for condition in record.conditions:
+        findings.conditions.append(_coded_condition(condition, ranks, terminology))
+        for coding in (condition.code.coding if condition.code else None) or []:
+            kind = value_sets.snomed_findings.get(coding.code) if coding.system == SNOMED else None
+            if kind and findings.conditions[-1].current:
+                ref = f"Condition/{condition.id}"
+                text = coding.display or (condition.code.text or kind)
+                findings.text.append(Finding(kind, "affirmed", None, None, False, False, text,
+                                             Evidence(ref, "code", text, "affirmed")))
+    report_refs = set()
+    for report in record.diagnostic_reports:
+        ref = f"DiagnosticReport/{report.id}"
+        report_refs.add(ref)
+        has_result = bool(report.conclusion) or any(t.reference == ref and t.element.startswith("presentedForm")
+                                                     for t in record.texts)
+        for kind in _kinds_of(report.code, value_sets):
+            findings.studies.append(Study(ref, kind, report.status, has_result, _date(report, "effectiveDateTime")))
+    for procedure in record.procedures:
+        ref = f"Procedure/{procedure.id}"
+        for kind in _kinds_of(procedure.code, value_sets):
+            findings.studies.append(Study(ref, kind, procedure.status, True, _date(procedure, "performedDateTime"),
+                                          _period_weeks(procedure.performedPeriod)))
+    for order in record.draft_orders:
+        findings.orders.append(_draft_order(order, record, terminology))
+
+    for source in record.texts:
+        if source.reference.startswith("Condition/") and source.element == "code.text":
+            continue  # the diagnosis label mirrors the code: it is not documentation of it
+        if source.reference.startswith("ServiceRequest/"):
+            continue  # an order's reason is the claim being checked, not evidence for it
+        findings.text.extend(reader.read(source, from_report=source.reference in report_refs))
+    return findings
+
+
+def _kinds_of(concept, value_sets: ValueSets) -> list[str]:
+    kinds: list[str] = []
+    for coding in (concept.coding if concept else None) or []:
+        for kind in value_sets.kinds(coding.system, coding.code):
+            if kind not in kinds:
+                kinds.append(kind)
+    return kinds
+
+
+def _icd_codes(concept, terminology: Terminology) -> tuple[str, ...]:
+    return tuple(terminology.normalise(c.code) for c in (concept.coding if concept else None) or []
+                 if c.system == ICD10CM and c.code)
+
+
+def _coded_condition(condition, ranks: dict[str, int], terminology: Terminology) -> CodedCondition:
+    clinical = _status(condition.clinicalStatus)
+    verification = _status(condition.verificationStatus)
+    current = clinical not in NOT_CURRENT and verification not in INVALID
+    categories = [c.code for cat in condition.category or [] for c in cat.coding or []]
+    ref = f"Condition/{condition.id}"
+    return CodedCondition(
+        reference=ref,
+        codes=_icd_codes(condition.code, terminology),
+        snomed=tuple(c.code for c in (condition.code.coding if condition.code else None) or [] if c.system == SNOMED),
+        text=condition.code.text if condition.code else None,
+        current=current,
+        firm=current and verification not in SOFT,
+        category=categories[0] if categories else None,
+        rank=ranks.get(ref),
+        date=_date(condition, "recordedDate") or _date(condition, "onsetDateTime"),
+    )
+
+
+def _status(concept) -> str | None:
+    for coding in (concept.coding if concept else None) or []:
+        return coding.code
+    return None
+
+
+def _encounter_ranks(record: PatientRecord) -> dict[str, int]:
+    ranks: dict[str, int] = {}
+    encounter = record.encounter
+    for n, diagnosis in enumerate((encounter.diagnosis if encounter else None) or []):
+        reference = diagnosis.condition.reference if diagnosis.condition else None
+        if reference:
+            key = "Condition/" + reference.rsplit("Condition/", 1)[-1]
+            ranks[key] = diagnosis.rank if diagnosis.rank is not None else n + 1
+    return ranks
+
+
+def _draft_order(order, record: PatientRecord, terminology: Terminology) -> DraftOrder:
+    cpt = tuple(c.code for c in (order.code.coding if order.code else None) or [] if c.code)
+    reasons: list[str] = []
+    for concept in order.reasonCode or []:
+        reasons.extend(_icd_codes(concept, terminology))
+    conditions = []
+    by_ref = {f"Condition/{c.id}": c for c in record.conditions}
+    for reference in order.reasonReference or []:
+        ref = reference.reference or ""
+        key = "Condition/" + ref.rsplit("Condition/", 1)[-1] if "Condition/" in ref else ref
+        conditions.append(key)
+        if key in by_ref:
+            reasons.extend(c for c in _icd_codes(by_ref[key].code, terminology) if c not in reasons)
+    return DraftOrder(f"ServiceRequest/{order.id}", cpt, tuple(dict.fromkeys(reasons)), tuple(conditions))
+
+
+def _date(resource, attribute: str) -> str | None:
+    value = getattr(resource, attribute, None)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()[:10]
+    return str(value)[:10] if value else None
+
+
+def _period_weeks(period) -> float | None:
+    if period is None or period.start is None or period.end is None:
+        return None
+    start, end = period.start, period.end
+    start = start.date() if isinstance(start, datetime) else start
+    end = end.date() if isinstance(end, datetime) else end
+    try:
+        return (end - start).days / 7.0
+    except TypeError:
+        return None
+
+
+def weeks_in(text: str) -> float | None:
+    """The longest duration written in a phrase ("12 weeks", "3 months"), in weeks."""
+    best = None
+    for number, unit in _WEEKS.findall(text):
+        weeks = float(number) * (4.345 if unit.lower().startswith("mo") else 1.0)
+        best = weeks if best is None else max(best, weeks)
+    return best

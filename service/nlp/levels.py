@@ -1,0 +1,148 @@
+"""Spinal levels however written, and the region each one places a finding in.
+
+"C1-C2", "C1/2", "C1 on C2", "C0-C1", "C5-6", "L4 on L5", "C1–2" are segments between two
+vertebrae; "C2" alone is a vertebra or a nerve root; "atlantoaxial", "craniocervical junction",
+"odontoid", "dens", "atlas" name the occipito-atlanto-axial region (C0–C2); "cervical",
+"upper cervical", "lumbar" … name a region without a level. "Occipital headache" is no level.
+
+The region depends on what is measured (rules.md §2): a slip of C2 on C3 is cervical (the
+C2-C3 segment), while a C2 nerve root is occipito-atlanto-axial (M54.11 covers the C1–C2 roots,
+M54.12 C3 and below).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OAA = "occipito-atlanto-axial"
+CERVICAL = "cervical"
+CERVICOTHORACIC = "cervicothoracic"
+THORACIC = "thoracic"
+THORACOLUMBAR = "thoracolumbar"
+LUMBAR = "lumbar"
+LUMBOSACRAL = "lumbosacral"
+SACRAL = "sacral"
+MULTIPLE = "multiple"
+REGIONS = (OAA, CERVICAL, CERVICOTHORACIC, THORACIC, THORACOLUMBAR, LUMBAR, LUMBOSACRAL, SACRAL, MULTIPLE)
+
+_MAX = {"C": 8, "T": 12, "L": 5, "S": 5}
+_VERTEBRA = r"(?:(?P<{n}l>[CTLS])\s?(?P<{n}n>\d{{1,2}})|(?P<{n}o>occiput|O|Oc))"
+_PAIR = re.compile(
+    r"\b" + _VERTEBRA.format(n="a") +
+    r"\s*(?:-|\u2013|\u2014|/|\bto\b|\bon\b|\bover\b|\bthrough\b)\s*(?:(?P<bl>[CTLS])\s?)?(?P<bn>\d{1,2})\b"
+)
+# T1/T2 are MRI weightings and S1/S2 heart sounds far more often than levels in those phrases.
+_SINGLE = re.compile(
+    r"\b(?P<l>[CTLS])\s?(?P<n>\d{1,2})\b"
+    r"(?!\s*(?:-?weighted|W\b|signal|hyper|hypo|images?|sequences?|and\s+S2|,\s*S2|\s*S2))"
+)
+_NAMED_OAA = re.compile(
+    r"\b(?:occipito-?atlanto-?axial|atlanto-?axial|atlantoaxial|atlanto-?occipital|atlantooccipital|"
+    r"occipito-?cervical|occipitocervical|cranio-?cervical\s+junction|craniocervical|cranio-?vertebral\s+junction|"
+    r"craniovertebral|odontoid|dens|atlas|C0|lateral\s+mass(?:es)?\s+of\s+C1|"
+    r"(?<=atlas\sand\s)axis|\(axis\))\b",
+    re.IGNORECASE,
+)
+_GENERIC = re.compile(
+    r"\b(?P<upper>upper|high|mid|lower)?\s*(?P<region>cervicothoracic|thoracolumbar|lumbosacral|cervical|thoracic|"
+    r"lumbar|sacral|sacrococcygeal|neck)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class LevelMention:
+    start: int
+    end: int
+    text: str
+    segment_region: str | None  # the region of a slip, disc or stenosis at this level
+    root_region: str | None     # the region of a nerve root at this level
+    specific: bool              # a named level (C1-C2, odontoid) rather than a region word
+    upper_cervical: bool = False  # "upper/high cervical": not a C0-C2 level (M50.x1 is C2-C4)
+
+
+def _vertebra(letter: str, number: int) -> tuple[str, int] | None:
+    letter = letter.upper()
+    if letter == "C" and number == 0:
+        return ("C", 0)
+    if 1 <= number <= _MAX[letter]:
+        return (letter, number)
+    return None
+
+
+def _vertebra_region(v: tuple[str, int]) -> str:
+    letter, n = v
+    if letter == "C":
+        return OAA if n <= 2 else CERVICAL
+    return {"T": THORACIC, "L": LUMBAR, "S": SACRAL}[letter]
+
+
+def _root_region(v: tuple[str, int]) -> str:
+    letter, n = v
+    if letter == "C":
+        return OAA if n <= 2 else CERVICAL
+    if letter == "S":
+        return LUMBOSACRAL if n == 1 else SACRAL
+    return {"T": THORACIC, "L": LUMBAR}[letter]
+
+
+def _segment_region(upper: tuple[str, int], lower: tuple[str, int]) -> str | None:
+    (ul, un), (ll, ln) = upper, lower
+    if ul == "C" and ll == "C":
+        return OAA if ln <= 2 else CERVICAL
+    pair = (ul, ll)
+    return {("C", "T"): CERVICOTHORACIC, ("T", "T"): THORACIC, ("T", "L"): THORACOLUMBAR,
+            ("L", "L"): LUMBAR, ("L", "S"): LUMBOSACRAL, ("S", "S"): SACRAL}.get(pair)
+
+
+def find_levels(sentence: str) -> list[LevelMention]:
+    mentions: list[LevelMention] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= s or start >= e for s, e in taken)
+
+    for m in _PAIR.finditer(sentence):
+        if m.group("ao"):
+            upper = ("C", 0)
+        else:
+            upper = _vertebra(m.group("al"), int(m.group("an")))
+        lower_letter = (m.group("bl") or (m.group("al") or "C")).upper()
+        lower = _vertebra(lower_letter, int(m.group("bn")))
+        if upper is None or lower is None:
+            continue
+        if m.group("ao") and lower_letter != "C":
+            continue
+        region = _segment_region(upper, lower)
+        if region is None:
+            continue
+        # A root named by its segment (C5-6 radiculopathy) takes the segment's region.
+        mentions.append(LevelMention(m.start(), m.end(), m.group(), region, region, True))
+        taken.append((m.start(), m.end()))
+
+    for m in _NAMED_OAA.finditer(sentence):
+        if free(m.start(), m.end()):
+            mentions.append(LevelMention(m.start(), m.end(), m.group(), OAA, OAA, True))
+            taken.append((m.start(), m.end()))
+
+    for m in _SINGLE.finditer(sentence):
+        if not free(m.start(), m.end()):
+            continue
+        vertebra = _vertebra(m.group("l"), int(m.group("n")))
+        if vertebra is None:
+            continue
+        mentions.append(LevelMention(m.start(), m.end(), m.group(), _vertebra_region(vertebra),
+                                     _root_region(vertebra), True))
+        taken.append((m.start(), m.end()))
+
+    for m in _GENERIC.finditer(sentence):
+        if not free(m.start(), m.end()):
+            continue
+        word = m.group("region").lower()
+        region = CERVICAL if word == "neck" else (SACRAL if word == "sacrococcygeal" else word)
+        if word == "neck" and not m.group("upper"):
+            continue  # "neck pain" places nothing
+        upper = (m.group("upper") or "").lower() in ("upper", "high") and region == CERVICAL
+        mentions.append(LevelMention(m.start(), m.end(), m.group().strip(), region, region, False, upper))
+        taken.append((m.start(), m.end()))
+    return sorted(mentions, key=lambda x: x.start)

@@ -1,0 +1,160 @@
+"""What several rules share: regions to codes, the documented region of a finding, FHIR actions."""
+from __future__ import annotations
+
+import copy
+
+from ..cards import Action
+from ..findings import Finding, Findings
+from ..nlp.levels import (CERVICAL, CERVICOTHORACIC, LUMBAR, LUMBOSACRAL, MULTIPLE, OAA, SACRAL, THORACIC,
+                          THORACOLUMBAR)
+from ..terminology import ICD10CM
+
+# The 5th character of M43.1- and M54.1- by region (the tabular's sibling families).
+REGION_DIGIT = {OAA: "1", CERVICAL: "2", CERVICOTHORACIC: "3", THORACIC: "4", THORACOLUMBAR: "5",
+                LUMBAR: "6", LUMBOSACRAL: "7", SACRAL: "8", MULTIPLE: "9"}
+DIGIT_REGION = {v: k for k, v in REGION_DIGIT.items()}
+REGION_LABEL = {OAA: "C0-C2 (occipito-atlanto-axial)", CERVICAL: "the cervical region (C2-C3 and below)",
+                CERVICOTHORACIC: "the cervicothoracic junction", THORACIC: "the thoracic region",
+                THORACOLUMBAR: "the thoracolumbar junction", LUMBAR: "the lumbar region",
+                LUMBOSACRAL: "the lumbosacral junction", SACRAL: "the sacral region", MULTIPLE: "several regions"}
+
+
+def region_of_code(code: str) -> str | None:
+    """M43.12 → cervical; M43.10 (and anything else) → None."""
+    return DIGIT_REGION.get(code[5:6]) if len(code) == 6 and code[5] != "0" else None
+
+
+def documented_region(findings: list[Finding]) -> str | None:
+    """The one region the findings' specific levels name (several → multiple), else None."""
+    regions = {f.region for f in findings if f.specific and f.region}
+    if not regions:
+        return None
+    if MULTIPLE in regions or len(regions) > 1:
+        return MULTIPLE
+    return regions.pop()
+
+
+def in_region(findings: list[Finding], region: str) -> list[Finding]:
+    return [f for f in findings if f.specific and f.region == region]
+
+
+def coding(code: str, terminology) -> dict:
+    return {"system": ICD10CM, "code": code, "display": terminology.display(code)}
+
+
+def recode_condition(facts: Findings, reference: str, new_code: str, terminology) -> Action:
+    """Update of the Condition as the EHR sent it, its ICD-10-CM coding replaced."""
+    resource = copy.deepcopy(facts.record.raw[reference])
+    concept = resource.setdefault("code", {})
+    others = [c for c in concept.get("coding") or [] if c.get("system") != ICD10CM]
+    concept["coding"] = [coding(new_code, terminology)] + others
+    concept["text"] = terminology.display(new_code)
+    return Action("update", f"Change {reference} to {new_code} {terminology.display(new_code)}", resource)
+
+
+def new_condition(facts: Findings, code: str, terminology) -> Action:
+    """Create of an encounter diagnosis for an additional code, same subject and encounter."""
+    record = facts.record
+    resource = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                           "code": "confirmed"}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                  "code": "encounter-diagnosis", "display": "Encounter Diagnosis"}]}],
+        "code": {"coding": [coding(code, terminology)], "text": terminology.display(code)},
+        "subject": {"reference": f"Patient/{record.patient_id}"},
+    }
+    if record.encounter_id:
+        resource["encounter"] = {"reference": f"Encounter/{record.encounter_id}"}
+    return Action("create", f"Add {code} {terminology.display(code)}", resource)
+
+
+def remove_condition(reference: str, code: str) -> Action:
+    return Action("delete", f"Remove {reference} ({code})", resource_id=reference)
+
+
+def reason_of_order(facts: Findings, order_reference: str, new_code: str, terminology) -> Action:
+    """Update of the draft ServiceRequest with the supported diagnosis as its reason."""
+    resource = copy.deepcopy(facts.record.raw[order_reference])
+    resource["reasonCode"] = [{"coding": [coding(new_code, terminology)], "text": terminology.display(new_code)}]
+    return Action("update", f"Give {order_reference} the reason {new_code}", resource)
+
+
+def resequence(facts: Findings, first: str, then: str) -> Action | None:
+    """Update of the Encounter with `first` ranked before `then` (code-first conventions)."""
+    encounter = facts.record.encounter
+    if encounter is None:
+        return None
+    reference = f"Encounter/{encounter.id}"
+    resource = copy.deepcopy(facts.record.raw.get(reference) or {})
+    diagnoses = resource.get("diagnosis") or []
+    ranks = {d.get("condition", {}).get("reference", "").rsplit("Condition/", 1)[-1]: d for d in diagnoses}
+    a, b = ranks.get(first.split("/", 1)[1]), ranks.get(then.split("/", 1)[1])
+    if a is None or b is None:
+        return None
+    rank_a, rank_b = a.get("rank"), b.get("rank")
+    if rank_a is None or rank_b is None:
+        index_a, index_b = diagnoses.index(a), diagnoses.index(b)
+        diagnoses[index_a], diagnoses[index_b] = diagnoses[index_b], diagnoses[index_a]
+    else:
+        a["rank"], b["rank"] = rank_b, rank_a
+    return Action("update", f"Sequence {first} before {then} in {reference}", resource)
+
+
+def evidence_of(findings: list[Finding], limit: int = 3):
+    """The evidence of findings, the most specific first, without repeating a sentence."""
+    ordered = sorted(findings, key=lambda f: (not f.specific, not f.from_report))
+    out, seen = [], set()
+    for f in ordered:
+        key = (f.evidence.reference, f.evidence.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(f.evidence)
+        if len(out) == limit:
+            break
+    return out
+
+
+# ------------------------------------------------------------ shared analyses
+def slips(facts: Findings) -> list[Finding]:
+    """Affirmed spondylolisthesis findings (a current slip, not a history or a question)."""
+    return facts.of("displacement")
+
+
+def slip_region(facts: Findings) -> str | None:
+    return documented_region(slips(facts))
+
+
+def radicular(facts: Findings) -> list[Finding]:
+    """Affirmed radiculopathy and radicular-sign findings that name their root level."""
+    return [f for f in facts.of("radiculopathy") + facts.of("radicular-signs") if f.specific]
+
+
+def radiculopathy_region(facts: Findings) -> str | None:
+    region = documented_region(radicular(facts))
+    return None if region == MULTIPLE else region  # there is no M54.19
+
+
+SUPPORTED_FOR_ORDERS = {"M43.10": "M43.11", "M43.12": "M43.11", "M54.10": "M54.11", "M54.12": "M54.11"}
+
+
+def order_fixes(facts: Findings, members) -> list[tuple[object, str, str]]:
+    """(draft order, its unsupported reason, the supported code) for ORD-DIAGNOSIS.
+
+    `members(name)` gives a value set's codes. Shared with the specificity rules, which leave a
+    Condition to ORD-DIAGNOSIS when an order being signed rests on it (one proposal, one card).
+    """
+    relevant = members("craniocervical-surgery") | members("advanced-cervical-imaging") | members("c1-c2-injection")
+    supported = {"M43.11": slip_region(facts) == OAA, "M54.11": radiculopathy_region(facts) == OAA}
+    fixes = []
+    for order in facts.orders:
+        if not set(order.cpt) & relevant:
+            continue
+        for reason in order.reason_codes:
+            target = SUPPORTED_FOR_ORDERS.get(reason)
+            if target and supported[target]:
+                fixes.append((order, reason, target))
+                break
+    return fixes

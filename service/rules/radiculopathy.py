@@ -1,0 +1,302 @@
+"""The radiculopathy family (M54.1-), source: the M54.11 page as corrected by the tabular.
+
+Tabular facts used here (CDC ICD-10-CM, April 2026): M54.1 Excludes1 neuralgia and neuritis
+NOS (M79.2), radiculopathy with cervical disc disorder (M50.1), with lumbar disc disorder
+(M51.1-), with spondylosis (M47.2-); section G50-G59 Excludes1 radiculitis NOS (M54.1-), so
+G54.2 and M54.11 conflict; occipital neuralgia is M54.81 (not G54.2, as the source page
+says); there is no disc at C1-C2 and "high cervical" M50.x1 is C2-C3/C3-C4; M05 sends
+rheumatoid arthritis of the spine to M45.-, M06.08 is seronegative RA of the vertebrae.
+"""
+from __future__ import annotations
+
+import re
+
+from ..cards import Card, Suggestion
+from ..findings import Finding, Findings
+from ..nlp.levels import CERVICAL, CERVICOTHORACIC, MULTIPLE, OAA
+from . import RuleContext, rule
+from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, order_fixes, radicular,
+                     radiculopathy_region, recode_condition, remove_condition, resequence, slips)
+
+RA_CODES = ("M05", "M06", "M08", "M45")
+
+
+def _m54(facts: Findings, firm: bool = True):
+    return [c for c in facts.coded("M54.1", firm=firm) if c.code != "M54.1"]
+
+
+def _m54_11(facts: Findings, firm: bool = True):
+    return [c for c in _m54(facts, firm) if c.code == "M54.11"]
+
+
+# --------------------------------------------------------------- shared facts
+def radicular_mechanism(facts: Findings) -> list[Finding]:
+    """What makes pain radicular rather than peripheral: root compression, foraminal stenosis,
+    a root named at C1-C2, a positive Spurling."""
+    found = [f for f in facts.of("radiculopathy") if f.specific or re.search(r"root", f.phrase, re.I)]
+    found += facts.of("foraminal-stenosis")
+    found += [f for f in facts.of("radicular-signs") if "spurling" in f.phrase.lower() or f.specific]
+    return found
+
+
+def _spondylosis_reroute(facts: Findings):
+    found = [f for f in facts.of("spondylosis") if f.region in (OAA, None)]
+    return ("M47.21", found) if found else None
+
+
+_DISC_BY_LEVEL = {"C2-C3": "M50.11", "C3-C4": "M50.11", "C4-C5": "M50.121", "C5-C6": "M50.122",
+                  "C6-C7": "M50.123", "C7-T1": "M50.13"}
+_PAIR = re.compile(r"C(\d)\s*(?:-|\u2013|/|on)\s*C?(\d)|C(\d)\s*-\s*T1", re.I)
+
+
+def _disc_code(finding: Finding) -> str | None:
+    """M50.1- at the disc's real level; None at C0-C2, where there is no disc."""
+    if finding.region == OAA:
+        return None
+    match = _PAIR.search(finding.level or "")
+    if match and match.group(3):
+        return "M50.13"
+    if match:
+        return _DISC_BY_LEVEL.get(f"C{match.group(1)}-C{match.group(2)}", "M50.10")
+    if finding.region == CERVICOTHORACIC:
+        return "M50.13"
+    return "M50.10" if finding.region in (CERVICAL, None) else None
+
+
+def _disc_reroute(facts: Findings):
+    for finding in facts.of("disc-disorder"):
+        if finding.region in (CERVICAL, CERVICOTHORACIC, None):
+            code = _disc_code(finding)
+            if code:
+                return code, [finding]
+    return None
+
+
+def _reroutes(facts: Findings) -> bool:
+    """M54.11 is about to become another code: documentation prompts for it would be moot."""
+    return bool(_occipital_neuralgia(facts) or _cervicalgia(facts) or _spondylosis_reroute(facts)
+                or _disc_reroute(facts))
+
+
+def _occipital_neuralgia(facts: Findings) -> list[Finding]:
+    found = facts.of("occipital-neuralgia")
+    return found if found and not radicular_mechanism(facts) else []
+
+
+def _cervicalgia(facts: Findings) -> list[Finding]:
+    axial = facts.of("axial-neck-pain")
+    if not axial:
+        return []
+    radicular_anything = (facts.of("radiculopathy") or facts.of("radicular-signs") or facts.of("c1c2-radicular")
+                          or facts.of("occipital-neuralgia"))
+    return [] if radicular_anything else axial
+
+
+# ------------------------------------------------------------------- the rules
+@rule("RAD-SPECIFICITY")
+def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
+    region = radiculopathy_region(facts)
+    if region is None:
+        return []
+    target = f"M54.1{REGION_DIGIT[region]}"
+    left_to_orders = {c for order, reason, _ in order_fixes(facts, ctx.value_sets.members) for c in order.reason_conditions}
+    cards = []
+    for condition in _m54(facts):
+        if condition.code == target or condition.reference in left_to_orders:
+            continue
+        found = [f for f in radicular(facts) if f.region == region]
+        cards.append(Card(
+            rule="RAD-SPECIFICITY",
+            values={"current": condition.code, "current_display": ctx.terminology.display(condition.code),
+                    "proposed": target, "proposed_display": ctx.terminology.display(target),
+                    "region": REGION_LABEL[region], "level": found[0].level},
+            current_codes=[condition.code], proposed_codes=[target], evidence=evidence_of(found),
+            suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
+                                    is_recommended=True)],
+        ))
+    return cards
+
+
+def _generic_only(facts: Findings) -> list[Finding]:
+    found = facts.of("radiculopathy")
+    if not found or any(f.specific for f in found):
+        return []
+    return [f for f in found if f.region == CERVICAL]
+
+
+@rule("RAD-GENERIC-LEVEL")
+def rad_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
+    generic = _generic_only(facts)
+    if not generic or _reroutes(facts):
+        return []
+    return [Card(
+        rule="RAD-GENERIC-LEVEL", values={"current": c.code, "wording": generic[0].level},
+        current_codes=[c.code], missing_documentation=["region"], evidence=evidence_of(generic),
+    ) for c in _m54_11(facts)]
+
+
+@rule("RAD-OCCIPITAL-NEURALGIA")
+def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
+    found = _occipital_neuralgia(facts)
+    if not found or facts.has_code("M54.81"):
+        return []
+    return [Card(
+        rule="RAD-OCCIPITAL-NEURALGIA",
+        values={"current": c.code, "proposed": "M54.81", "proposed_display": ctx.terminology.display("M54.81")},
+        current_codes=[c.code], proposed_codes=["M54.81"], evidence=evidence_of(found),
+        suggestions=[Suggestion("recode", [recode_condition(facts, c.reference, "M54.81", ctx.terminology)],
+                                is_recommended=True)],
+    ) for c in _m54_11(facts)]
+
+
+@rule("RAD-CERVICALGIA")
+def rad_cervicalgia(facts: Findings, ctx: RuleContext) -> list[Card]:
+    found = _cervicalgia(facts)
+    if not found or facts.has_code("M54.2"):
+        return []
+    return [Card(
+        rule="RAD-CERVICALGIA",
+        values={"current": c.code, "proposed": "M54.2", "proposed_display": ctx.terminology.display("M54.2")},
+        current_codes=[c.code], proposed_codes=["M54.2"], missing_documentation=["radicular-findings"],
+        evidence=evidence_of(found),
+        suggestions=[Suggestion("recode", [recode_condition(facts, c.reference, "M54.2", ctx.terminology)])],
+    ) for c in _m54_11(facts)]
+
+
+@rule("RAD-EXCLUDES")
+def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
+    cards = []
+    for condition in _m54_11(facts):
+        reroute = _spondylosis_reroute(facts)
+        variant = None
+        if reroute is None:
+            reroute, variant = _disc_reroute(facts), "disc"
+        if reroute is not None:
+            code, found = reroute
+            notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", code)]
+            cards.append(Card(
+                rule="RAD-EXCLUDES", variant=variant,
+                values={"current": "M54.11", "proposed": code, "proposed_display": ctx.terminology.display(code),
+                        "notes": notes, "level": found[0].level},
+                current_codes=["M54.11"], proposed_codes=[code], evidence=evidence_of(found),
+                suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, code,
+                                                                    ctx.terminology)], is_recommended=True)],
+            ))
+        for other in facts.coded("M79.2", "G54.2"):
+            notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", other.code)]
+            cards.append(Card(
+                rule="RAD-EXCLUDES", variant="conflict",
+                values={"current": "M54.11", "other": other.code, "other_display": ctx.terminology.display(other.code),
+                        "notes": notes},
+                current_codes=["M54.11", other.code], evidence=[condition.evidence(), other.evidence()],
+                suggestions=[
+                    Suggestion("keep", [remove_condition(other.reference, other.code)],
+                               {"kept": "M54.11", "removed": other.code}),
+                    Suggestion("keep", [remove_condition(condition.reference, "M54.11")],
+                               {"kept": other.code, "removed": "M54.11"}),
+                ],
+            ))
+    return cards
+
+
+def _ra_documented(facts: Findings) -> list[Finding]:
+    return facts.of("rheumatoid-arthritis")
+
+
+@rule("RAD-RA-SEQUENCING")
+def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
+    m54 = _m54_11(facts)
+    if not m54:
+        return []
+    condition = m54[0]
+    ra_coded = facts.coded(*RA_CODES)
+    if ra_coded:
+        ra = ra_coded[0]
+        if condition.rank is None or ra.rank is None or ra.rank < condition.rank:
+            return []
+        action = resequence(facts, ra.reference, condition.reference)
+        return [Card(
+            rule="RAD-RA-SEQUENCING", variant="sequencing",
+            values={"current": "M54.11", "ra": ra.code, "ra_display": ctx.terminology.display(ra.code),
+                    "ra_rank": ra.rank, "m54_rank": condition.rank},
+            current_codes=["M54.11", ra.code], evidence=[ra.evidence(), condition.evidence()],
+            suggestions=[Suggestion("resequence", [action], {"ra": ra.code}, is_recommended=True)] if action else [],
+        )]
+    found = _ra_documented(facts)
+    if not found:
+        return []
+    text = " ".join(f.evidence.text for f in found).lower()
+    seronegative = "seronegative" in text or "rheumatoid factor negative" in text
+    options = ["M06.08", "M45.1"] if seronegative else ["M45.1", "M06.08"]
+    return [Card(
+        rule="RAD-RA-SEQUENCING", variant="additional",
+        values={"current": "M54.11", "seronegative": seronegative,
+                "options": [(code, ctx.terminology.display(code)) for code in options]},
+        current_codes=["M54.11"], proposed_codes=options, evidence=evidence_of(found),
+        suggestions=[Suggestion("add_ra", [new_condition(facts, code, ctx.terminology)],
+                                {"code": code, "display": ctx.terminology.display(code)}, is_recommended=(n == 0))
+                     for n, code in enumerate(options)],
+    )]
+
+
+_CAUSES = (
+    # (finding, where it must be, codes that already say it, proposed)
+    ("instability", OAA, ("M53.2X1", "M43.3", "M43.4", "S13.1"), "M53.2X1"),
+    ("stenosis", OAA, ("M48.01",), "M48.01"),
+    ("displacement", OAA, ("M43.1", "Q76.2", "S12.1"), "M43.11"),
+)
+
+
+@rule("RAD-CAUSE")
+def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m54_11(facts) or _reroutes(facts):
+        return []
+    cards = []
+    for kind, region, already, proposed in _CAUSES:
+        found = [f for f in facts.of(kind) if f.region == region]
+        if kind == "instability":
+            found += [f for f in facts.of(kind) if f.region is None and "atlanto" in f.evidence.text.lower()]
+        if not found or facts.has_code(*already):
+            continue
+        cards.append(Card(
+            rule="RAD-CAUSE", values={"finding": kind, "proposed": proposed,
+                                      "proposed_display": ctx.terminology.display(proposed)},
+            current_codes=["M54.11"], proposed_codes=[proposed], evidence=evidence_of(found),
+            suggestions=[Suggestion("add", [new_condition(facts, proposed, ctx.terminology)], is_recommended=True)],
+        ))
+    return cards
+
+
+@rule("RAD-DOCS")
+def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
+    coded = _m54_11(facts, firm=False)
+    if not coded or _reroutes(facts):
+        return []
+    missing = []
+    named = [f for f in radicular(facts) if f.region == OAA] or [f for f in slips(facts) if f.region == OAA]
+    if not named and not _generic_only(facts):
+        missing.append("region")
+    if not (facts.of("c1c2-radicular") or facts.of("radicular-signs")):
+        missing.append("radicular-findings")
+    imaging = facts.studies_of("ct-cervical", "mri-cervical", "flexion-extension")
+    if facts.record.has("diagnosticReports") and not imaging and not facts.of("imaging"):
+        missing.append("imaging")
+    performed = [s for s in facts.studies_of("electrodiagnostic") if s.reference.startswith("Procedure/")]
+    results = [s for s in facts.studies_of("electrodiagnostic") if s.reference.startswith("DiagnosticReport/")
+               and s.has_result]
+    if performed and not results:
+        missing.append("electrodiagnostics")
+    procedure_orders = ctx.value_sets.members("craniocervical-surgery") | ctx.value_sets.members("c1-c2-injection")
+    if ctx.hook == "order-sign" and any(set(o.cpt) & procedure_orders for o in facts.orders):
+        care = facts.studies_of("conservative-care") or facts.of("conservative-care", "affirmed", "historical")
+        if not care:
+            missing.append("conservative-care")
+    if not missing:
+        return []
+    return [Card(
+        rule="RAD-DOCS", values={"current": "M54.11"}, current_codes=["M54.11"], missing_documentation=missing,
+        evidence=evidence_of(radicular(facts)) or [coded[0].evidence()],
+    )]
+
+
+__all__ = ["radicular_mechanism", "MULTIPLE"]

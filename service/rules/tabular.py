@@ -1,0 +1,86 @@
+"""Checks across all codes, from the tabular itself (beyond the source pages).
+
+TAB-HEADER: a Condition coded with something that is not a billable leaf of the tabular (a
+category header such as M43.1, an S12 code without its 7th character, or no code at all such as
+M54.19). TAB-EXCLUDES1: two current codes whose Excludes1 notes (on the codes or their
+ancestors) forbid them together; guideline I.A.12.a allows unrelated conditions together, so it
+is a warning that quotes the notes, not a block.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+from ..cards import Card, Suggestion
+from ..findings import Findings
+from . import RuleContext, rule
+from .common import REGION_DIGIT, radiculopathy_region, recode_condition, remove_condition, slip_region
+
+# Pairs the family rules already explain with a better card (SPL-EXCLUDES, RAD-EXCLUDES).
+_FAMILY_PAIRS = (("M43.1", "Q76.2"), ("M54.11", "M47.2"), ("M54.11", "M50.1"), ("M54.11", "M51.1"),
+                 ("M54.11", "M79.2"), ("M54.11", "G54.2"))
+
+
+def _family_pair(a: str, b: str) -> bool:
+    def within(code, prefix):
+        return code.replace(".", "").startswith(prefix.replace(".", ""))
+    return any((within(a, x) and within(b, y)) or (within(b, x) and within(a, y)) for x, y in _FAMILY_PAIRS)
+
+
+@rule("TAB-HEADER")
+def tab_header(facts: Findings, ctx: RuleContext) -> list[Card]:
+    cards = []
+    for condition in facts.current(firm=False):
+        code = condition.code
+        if ctx.terminology.is_billable(code):
+            continue
+        exists = ctx.terminology.exists(code)
+        proposed = _child_from_documentation(facts, code) if exists else None
+        values = {"current": code, "exists": exists,
+                  "current_display": ctx.terminology.display(code) if exists else None}
+        if proposed:
+            values.update(proposed=proposed, proposed_display=ctx.terminology.display(proposed))
+            cards.append(Card(
+                rule="TAB-HEADER", values=values, current_codes=[code], proposed_codes=[proposed],
+                evidence=[condition.evidence()],
+                suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, proposed,
+                                                                    ctx.terminology)], is_recommended=True)],
+            ))
+        else:
+            cards.append(Card(rule="TAB-HEADER", variant="no-child" if exists else "invalid", values=values,
+                              current_codes=[code], evidence=[condition.evidence()]))
+    return cards
+
+
+def _child_from_documentation(facts: Findings, header: str) -> str | None:
+    """M43.1 / M54.1 headers: the child of the documented region, when the record names one."""
+    if header == "M43.1":
+        region = slip_region(facts)
+        return f"M43.1{REGION_DIGIT[region]}" if region else None
+    if header == "M54.1":
+        region = radiculopathy_region(facts)
+        return f"M54.1{REGION_DIGIT[region]}" if region else None
+    return None
+
+
+@rule("TAB-EXCLUDES1")
+def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
+    cards = []
+    current = [c for c in facts.current() if ctx.terminology.exists(c.code)]
+    for a, b in combinations(current, 2):
+        if a.code == b.code or _family_pair(a.code, b.code):
+            continue
+        notes = ctx.terminology.excludes1_between(a.code, b.code)
+        if not notes:
+            continue
+        cards.append(Card(
+            rule="TAB-EXCLUDES1",
+            values={"first": a.code, "first_display": ctx.terminology.display(a.code),
+                    "second": b.code, "second_display": ctx.terminology.display(b.code),
+                    "notes": [(n.on, n.note) for n in notes]},
+            current_codes=[a.code, b.code], evidence=[a.evidence(), b.evidence()],
+            suggestions=[
+                Suggestion("keep", [remove_condition(b.reference, b.code)], {"kept": a.code, "removed": b.code}),
+                Suggestion("keep", [remove_condition(a.reference, a.code)], {"kept": b.code, "removed": a.code}),
+            ],
+        ))
+    return cards
