@@ -128,6 +128,7 @@ class CardCatalogue:
         values = dict(card.values)
         values.setdefault("evidence", card.evidence)
         values.setdefault("missing", [self.documentation_label(m) for m in card.missing_documentation])
+        values.setdefault("missing_elements", list(card.missing_documentation))
         values.setdefault("source", template.source)
         summary = variant.get("summary", template.summary).render(values).strip()
         detail = variant.get("detail", template.detail).render(values).strip()

@@ -6,20 +6,25 @@ import uuid
 
 import pytest
 
-from service.cards import Action, Card, CardCatalogue, Evidence, Suggestion, contract_problems
+from service.cards import Action, Card, CardCatalogue, Suggestion, contract_problems
+from service.findings import Evidence
 
 CATALOGUE = CardCatalogue()
 
 
+VALUES = {"current": "M43.10", "current_display": "Spondylolisthesis, site unspecified", "proposed": "M43.11",
+          "proposed_display": "Spondylolisthesis, occipito-atlanto-axial region",
+          "region": "C0-C2 (occipito-atlanto-axial)", "level": "C1 on C2"}
+
+
 def _card(**overrides) -> Card:
     fields = dict(
-        rule="SPL-SPECIFICITY", kind="specificity",
-        summary="Documentation places the slip at C1-C2: M43.11 is more specific than M43.10",
-        detail="**Evidence**: MRI cervical spine, 2026-11-02: \"anterolisthesis of C1 on C2\"",
+        rule="SPL-SPECIFICITY", values=VALUES,
         current_codes=["M43.10"], proposed_codes=["M43.11"],
-        evidence=[Evidence("DiagnosticReport/dr-mri-1", "conclusion", "anterolisthesis of C1 on C2")],
-        suggestions=[Suggestion("Recode as M43.11", [Action("update", "Update the Condition",
-                                                            {"resourceType": "Condition", "id": "c1"})])],
+        evidence=[Evidence("DiagnosticReport/dr-mri-1", "conclusion", "anterolisthesis of <b>C1</b> on C2",
+                           date="2026-11-02T14:30:00-05:00")],
+        suggestions=[Suggestion("recode", [Action("update", "Update the Condition",
+                                                  {"resourceType": "Condition", "id": "c1"})])],
     )
     fields.update(overrides)
     return Card(**fields)
@@ -40,14 +45,24 @@ def test_a_full_card_conforms():
     assert payload["rule"] == "SPL-SPECIFICITY" and payload["proposedCodes"] == ["M43.11"]
     assert payload["evidence"][0]["assertion"] == "affirmed"
     assert uuid.UUID(card["uuid"]) and uuid.UUID(card["suggestions"][0]["uuid"])
+    assert card["summary"] == "Documentation places the slip at C1 on C2: M43.11 is more specific than M43.10"
+    assert card["suggestions"][0]["label"] == "Recode as M43.11 Spondylolisthesis, occipito-atlanto-axial region"
+
+
+def test_quoted_evidence_cannot_inject_markdown_or_html():
+    detail = _card().to_json(CATALOGUE, "https://cds.test")["detail"]
+    assert "<b>" not in detail and "\\<b\\>C1\\</b\\>" in detail
+    assert "(DiagnosticReport/dr-mri-1, conclusion, 2026-11-02)" in detail
 
 
 def test_a_prompt_card_omits_empty_optional_fields():
-    card = _card(kind="missing-documentation", suggestions=[], detail=None, proposed_codes=[],
-                 missing_documentation=["region", "imaging"]).to_json(CATALOGUE, "https://cds.test")
+    card = _card(rule="SPL-DOCS", values={"current": "M43.11", "proposed_by_level": False}, suggestions=[],
+                 proposed_codes=[], missing_documentation=["region", "imaging"]).to_json(CATALOGUE, "https://cds.test")
     assert contract_problems(card, CATALOGUE) == []
-    assert "suggestions" not in card and "selectionBehavior" not in card and "detail" not in card
+    assert "suggestions" not in card and "selectionBehavior" not in card
     assert card["indicator"] == "info"
+    assert card["summary"] == "M43.11 lacks documentation of region, imaging"
+    assert "- the spinal level or region" in card["detail"]
 
 
 def test_uuids_are_fresh_for_every_card_and_suggestion():
@@ -61,6 +76,7 @@ BREAKAGES = {
     "bad indicator": (lambda c: c.update(indicator="hard-stop"), "indicator"),
     "no selectionBehavior": (lambda c: c.pop("selectionBehavior"), "selectionBehavior"),
     "empty detail": (lambda c: c.update(detail=""), "detail is empty"),
+    "null field": (lambda c: c.update(links=None), "links is empty"),
     "unknown kind": (lambda c: c["source"]["topic"].update(code="advice"), "topic"),
     "relative source url": (lambda c: c["source"].update(url="/rules/x"), "source.url"),
     "override without display": (lambda c: c["overrideReasons"][0].pop("display"), "overrideReasons[0]"),

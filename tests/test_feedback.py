@@ -6,8 +6,6 @@ import uuid
 import pytest
 
 from service import create_app
-from service.cards import Action, Card, Evidence, Suggestion
-from service.rules import RULES, Rule
 
 from .support import load_example
 
@@ -20,20 +18,6 @@ def feedback_app(database_url):
     app = create_app({"database_url": database_url})
     yield app
     app.extensions["spine_cds"].store.engine.dispose()
-
-
-def _demo_rule(record, context):
-    return [Card(
-        rule="TEST-DEMO", kind="specificity", summary="Demo card for feedback tests",
-        current_codes=["M43.10"], proposed_codes=["M43.11"],
-        evidence=[Evidence("DiagnosticReport/dr-mri-1", "conclusion", "anterolisthesis of C1 on C2")],
-        suggestions=[Suggestion("Use M43.11", [Action("update", "Recode", {"resourceType": "Condition"})])],
-    )]
-
-
-@pytest.fixture
-def demo_rule(monkeypatch):
-    monkeypatch.setitem(RULES, "TEST-DEMO", Rule("TEST-DEMO", frozenset({"order-sign"}), _demo_rule))
 
 
 def _item(card, outcome="overridden", **extra):
@@ -59,21 +43,21 @@ def test_official_feedback_examples_are_stored_and_flagged_unknown(feedback_app)
     assert rows[0]["accepted_suggestions"] == f'["{items[0]["acceptedSuggestions"][0]["id"]}"]'
 
 
-def test_feedback_is_tied_to_the_rule_that_issued_the_card(feedback_app, demo_rule, order_sign_request):
+def test_feedback_is_tied_to_the_rule_that_issued_the_card(feedback_app, order_sign_request):
     client = feedback_app.test_client()
     response = client.post(ORDER_SIGN, json=order_sign_request)
     card = response.get_json()["cards"][0]
     store = feedback_app.extensions["spine_cds"].store
     issued = store.issued_rows()
     assert [(r["card_uuid"], r["rule"], r["kind"], r["hook_instance"]) for r in issued] == [
-        (card["uuid"], "TEST-DEMO", "specificity", order_sign_request["hookInstance"])]
+        (card["uuid"], "ORD-DIAGNOSIS", "medical-necessity", order_sign_request["hookInstance"])]
 
     suggestion = card["suggestions"][0]["uuid"]
     item = _item(card["uuid"], "accepted", acceptedSuggestions=[{"id": suggestion}])
     body = client.post(FEEDBACK, json={"feedback": [item]}).get_json()
     assert body == {"received": 1, "stored": 1, "duplicates": 0, "unknownCards": []}
     row = store.feedback_rows()[0]
-    assert row["known_card"] and row["rule"] == "TEST-DEMO" and row["service_id"] == "spine-coding-order-sign"
+    assert row["known_card"] and row["rule"] == "ORD-DIAGNOSIS" and row["service_id"] == "spine-coding-order-sign"
 
 
 def test_duplicate_feedback_is_idempotent(feedback_app):

@@ -104,6 +104,8 @@ def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     for condition in _m54(facts):
         if condition.code == target or condition.reference in left_to_orders:
             continue
+        if condition.code == "M54.11" and _reroutes(facts):
+            continue  # RAD-EXCLUDES / -OCCIPITAL-NEURALGIA / -CERVICALGIA send M54.11 elsewhere
         found = [f for f in radicular(facts) if f.region == region]
         cards.append(Card(
             rule="RAD-SPECIFICITY",
@@ -227,7 +229,9 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
         return []
     text = " ".join(f.evidence.text for f in found).lower()
     seronegative = "seronegative" in text or "rheumatoid factor negative" in text
-    options = ["M06.08", "M45.1"] if seronegative else ["M45.1", "M06.08"]
+    seropositive = "seropositive" in text or "rheumatoid factor positive" in text
+    # M06.08 is RA *without* rheumatoid factor: never for a seropositive patient (M05 → M45.- for the spine).
+    options = ["M06.08", "M45.1"] if seronegative else ["M45.1"] if seropositive else ["M45.1", "M06.08"]
     return [Card(
         rule="RAD-RA-SEQUENCING", variant="additional",
         values={"current": "M54.11", "seronegative": seronegative,
