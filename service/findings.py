@@ -146,12 +146,12 @@ class TextReader:
                 continue
             targets = _drop_nested(targets)
             assertions = self.context.assertions(sentence, targets)
-            levels = find_levels(sentence)
+            levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts)
             for target, assertion in zip(targets, assertions):
                 if assertion == "family":
                     continue
                 concept = self.concepts.concepts[target.finding]
-                region, level, specific, upper = _level_of(sentence, target, levels, concept.level_from)
+                region, level, specific, upper = _level_of(levels.get(target, ()), concept.level_from)
                 evidence = Evidence(source.reference, source.element, sentence, assertion, source.date)
                 findings.append(Finding(target.finding, assertion, region, level, specific, upper,
                                         target.text, evidence, from_report))
@@ -170,18 +170,35 @@ def _drop_nested(targets: list[Target]) -> list[Target]:
     return sorted(kept, key=lambda t: t.start)
 
 
-def _level_of(sentence: str, target: Target, levels: list[LevelMention], level_from: str):
-    """(region, level text, specific, upper_cervical) of a target: the level of its own clause."""
-    if level_from == "none" or not levels:
+def _levels_by_target(sentence: str, targets: list[Target], levels: list[LevelMention],
+                      concepts: ConceptLexicon) -> dict[Target, list[LevelMention]]:
+    """Each level mention goes to the nearest finding of its clause that has a level of its own:
+    in "anterolisthesis of L4 on L5 and C5-C6 disc bulge" the slip is lumbar, the disc cervical.
+    A finding with no mention in its clause takes a specific level within 40 characters."""
+    leveled = [t for t in targets if concepts.concepts[t.finding].level_from != "none"]
+    clauses = {t: _clause_around(sentence, t) for t in leveled}
+    owned: dict[Target, list[LevelMention]] = {t: [] for t in leveled}
+    for mention in levels:
+        candidates = [t for t in leveled if clauses[t][0] <= mention.start and mention.end <= clauses[t][1]]
+        if candidates:
+            nearest = min(candidates, key=lambda t: _distance(t, mention))
+            owned[nearest].append(mention)
+    for target in leveled:
+        if not owned[target]:
+            nearby = [m for m in levels if m.specific and _distance(target, m) <= 40]
+            owned[target] = sorted(nearby, key=lambda m: _distance(target, m))[:1]
+    return owned
+
+
+def _distance(target: Target, mention: LevelMention) -> int:
+    return max(0, mention.start - target.end, target.start - mention.end)
+
+
+def _level_of(mentions: list[LevelMention], level_from: str):
+    """(region, level text, specific, upper_cervical) of a finding from the level mentions it owns."""
+    if level_from == "none" or not mentions:
         return None, None, False, False
-    clause_start, clause_end = _clause_around(sentence, target)
-    in_clause = [m for m in levels if clause_start <= m.start and m.end <= clause_end]
-    chosen = [m for m in in_clause if m.specific] or [m for m in in_clause if not m.specific]
-    if not chosen:
-        nearby = [m for m in levels if m.specific and min(abs(m.start - target.end), abs(target.start - m.end)) <= 40]
-        chosen = nearby[:1]
-    if not chosen:
-        return None, None, False, False
+    chosen = [m for m in mentions if m.specific] or list(mentions)
     region_of = (lambda m: m.root_region) if level_from == "root" else (lambda m: m.segment_region)
     regions = {region_of(m) for m in chosen}
     region = regions.pop() if len(regions) == 1 else MULTIPLE

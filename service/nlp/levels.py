@@ -33,7 +33,7 @@ _PAIR = re.compile(
 )
 # T1/T2 are MRI weightings and S1/S2 heart sounds far more often than levels in those phrases.
 _SINGLE = re.compile(
-    r"\b(?P<l>[CTLS])\s?(?P<n>\d{1,2})\b"
+    r"(?<!S1 and )(?<!S1, )(?<!S1 )\b(?P<l>[CTLS])\s?(?P<n>\d{1,2})\b"
     r"(?!\s*(?:-?weighted|W\b|signal|hyper|hypo|images?|sequences?|and\s+S2|,\s*S2|\s*S2))"
 )
 _NAMED_OAA = re.compile(
