@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("evaluate", help="run a hook request through the service and print the cards")
     evaluate.add_argument("request", type=Path, help="a CDS Hooks request (JSON), e.g. from fhir_fixtures/")
     evaluate.add_argument("--service", help="service id (default: the service of the request's hook)")
+    evaluate.add_argument("--text", action="store_true", help="print the cards as a coder reads them, not JSON")
 
     commands.add_parser("check-config", help="validate the configuration and print it")
 
@@ -64,10 +65,33 @@ def _evaluate(args) -> int:
         print("spine-cds: no service for this request's hook; pass --service", file=sys.stderr)
         return 2
     # An evaluation is a dry run: nothing is recorded in the service's database.
-    app = create_app(_settings({"database_url": "sqlite://"}))
+    app = create_app(_settings({"database_url": "sqlite://", "log_level": os.environ.get("SPINE_CDS_LOG_LEVEL", "ERROR")}))
     response = app.test_client().post(f"/cds-services/{service.id}", json=body)
-    print(json.dumps(response.get_json(), indent=2))
+    answer = response.get_json()
+    if args.text and response.status_code == 200:
+        print(_as_text(answer))
+    else:
+        print(json.dumps(answer, indent=2))
     return 0 if response.status_code == 200 else 1
+
+
+def _as_text(answer: dict) -> str:
+    if not answer["cards"]:
+        return "no cards: the codes match the documentation"
+    lines = []
+    for card in answer["cards"]:
+        payload = card["extension"]["spine-coding-cds"]
+        lines.append(f"[{card['indicator'].upper()}] {payload['rule']} ({card['source']['topic']['code']})")
+        lines.append(f"  {card['summary']}")
+        if payload["proposedCodes"]:
+            lines.append(f"  proposes: {', '.join(payload['proposedCodes'])}")
+        if payload.get("missingDocumentation"):
+            lines.append(f"  missing: {', '.join(payload['missingDocumentation'])}")
+        for evidence in payload["evidence"]:
+            lines.append(f"  evidence: \"{evidence['text']}\" ({evidence['reference']}, {evidence['assertion']})")
+        for suggestion in card.get("suggestions", []):
+            lines.append(f"  suggestion: {suggestion['label']}")
+    return "\n".join(lines)
 
 
 def _serve(args) -> int:

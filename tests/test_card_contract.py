@@ -97,3 +97,35 @@ def test_the_contract_check_catches(name):
     mutate(card)
     problems = contract_problems(card, CATALOGUE)
     assert any(expected in p for p in problems), problems
+
+
+def test_every_rule_has_a_page_that_its_cards_link_to(client):
+    index = client.get("/rules")
+    assert index.status_code == 200 and index.mimetype == "text/html"
+    for rule_id in CATALOGUE.templates:
+        page = client.get(f"/rules/{rule_id}")
+        assert page.status_code == 200, rule_id
+        text = page.get_data(as_text=True)
+        assert rule_id in text and CATALOGUE.templates[rule_id].title.replace("'", "&#39;") in text
+        assert f'href="/rules/{rule_id}"' in index.get_data(as_text=True)
+
+
+def test_unknown_rule_page_is_a_json_404(client):
+    response = client.get("/rules/NOPE")
+    assert response.status_code == 404 and response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_template_errors_are_refused_at_load(tmp_path):
+    import shutil
+
+    from service.cards import TemplateError
+    for name in ("contract.toml", "_evidence.md", "_missing.md"):
+        shutil.copy(CATALOGUE.directory / name, tmp_path / name)
+    (tmp_path / "X-BAD.toml").write_text('title = "t"\nkind = "advice"\nindicator = "info"\nsource = "s"\n'
+                                         'about = "a"\nsummary = "s"\ndetail = "d"\n')
+    with pytest.raises(TemplateError, match="kind 'advice' is not a kind of the contract"):
+        CardCatalogue(tmp_path)
+    (tmp_path / "X-BAD.toml").write_text('title = "t"\nkind = "reroute"\nindicator = "info"\nsource = "s"\n'
+                                         'about = "a"\nsummary = "{{ oops"\ndetail = "d"\n')
+    with pytest.raises(TemplateError, match="template error"):
+        CardCatalogue(tmp_path)

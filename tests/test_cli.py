@@ -30,6 +30,19 @@ def test_evaluate_prints_the_response_of_a_vignette(tmp_path):
     assert not (tmp_path / "spine-cds.sqlite3").exists()  # a dry run records nothing
 
 
+def test_evaluate_prints_cards_as_a_coder_reads_them(tmp_path):
+    vignette = FIXTURES / "vignettes" / "spl-trauma-fires-nondisplaced-type-ii-dens.json"
+    result = subprocess.run(CLI + ["evaluate", "--text", str(vignette)], capture_output=True, text=True,
+                            env=_env(), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [
+        "[CRITICAL] SPL-TRAUMA (reroute)",
+        "  Acute dens fracture documented: S12.112A replaces M43.11 (M43.1 Excludes1)",
+        "  proposes: S12.112A",
+    ]
+    assert result.stderr == ""
+
+
 def test_evaluate_reports_a_bad_request_with_its_outcome(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"hook": "order-sign", "context": {}}))
