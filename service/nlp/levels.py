@@ -87,7 +87,7 @@ def _root_region(v: tuple[str, int]) -> str:
 
 
 def _segment_region(upper: tuple[str, int], lower: tuple[str, int]) -> str | None:
-    (ul, un), (ll, ln) = upper, lower
+    (ul, _), (ll, ln) = upper, lower
     if ul == "C" and ll == "C":
         return OAA if ln <= 2 else CERVICAL
     pair = (ul, ll)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from ..cards import Action
+from ..cards import Action, Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import (CERVICAL, CERVICOTHORACIC, LUMBAR, LUMBOSACRAL, MULTIPLE, OAA, SACRAL, THORACIC,
                           THORACOLUMBAR)
@@ -158,3 +158,17 @@ def order_fixes(facts: Findings, members) -> list[tuple[object, str, str]]:
                 fixes.append((order, reason, target))
                 break
     return fixes
+
+
+def recode_card(rule_id: str, facts: Findings, ctx, condition, target: str, evidence: list, *,
+                recommended: bool = True, missing: list[str] | None = None, **values) -> Card:
+    """The card most rules give: recode one Condition to `target`, with the evidence for it."""
+    return Card(
+        rule=rule_id,
+        values={"current": condition.code, "current_display": ctx.terminology.display(condition.code),
+                "proposed": target, "proposed_display": ctx.terminology.display(target), **values},
+        current_codes=[condition.code], proposed_codes=[target], missing_documentation=missing or [],
+        evidence=evidence,
+        suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
+                                is_recommended=recommended)],
+    )

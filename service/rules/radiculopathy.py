@@ -16,7 +16,7 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, MULTIPLE, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, order_fixes, radicular,
-                     radiculopathy_region, recode_condition, remove_condition, resequence, slips)
+                     radiculopathy_region, recode_card, remove_condition, resequence, slips)
 
 RA_CODES = ("M05", "M06", "M08", "M45")
 
@@ -107,15 +107,8 @@ def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
         if condition.code == "M54.11" and _reroutes(facts):
             continue  # RAD-EXCLUDES / -OCCIPITAL-NEURALGIA / -CERVICALGIA send M54.11 elsewhere
         found = [f for f in radicular(facts) if f.region == region]
-        cards.append(Card(
-            rule="RAD-SPECIFICITY",
-            values={"current": condition.code, "current_display": ctx.terminology.display(condition.code),
-                    "proposed": target, "proposed_display": ctx.terminology.display(target),
-                    "region": REGION_LABEL[region], "level": found[0].level},
-            current_codes=[condition.code], proposed_codes=[target], evidence=evidence_of(found),
-            suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
-                                    is_recommended=True)],
-        ))
+        cards.append(recode_card("RAD-SPECIFICITY", facts, ctx, condition, target, evidence_of(found),
+                                 region=REGION_LABEL[region], level=found[0].level))
     return cards
 
 
@@ -142,13 +135,8 @@ def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
     found = _occipital_neuralgia(facts)
     if not found or facts.has_code("M54.81"):
         return []
-    return [Card(
-        rule="RAD-OCCIPITAL-NEURALGIA",
-        values={"current": c.code, "proposed": "M54.81", "proposed_display": ctx.terminology.display("M54.81")},
-        current_codes=[c.code], proposed_codes=["M54.81"], evidence=evidence_of(found),
-        suggestions=[Suggestion("recode", [recode_condition(facts, c.reference, "M54.81", ctx.terminology)],
-                                is_recommended=True)],
-    ) for c in _m54_11(facts)]
+    return [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
+            for c in _m54_11(facts)]
 
 
 @rule("RAD-CERVICALGIA")
@@ -156,13 +144,8 @@ def rad_cervicalgia(facts: Findings, ctx: RuleContext) -> list[Card]:
     found = _cervicalgia(facts)
     if not found or facts.has_code("M54.2"):
         return []
-    return [Card(
-        rule="RAD-CERVICALGIA",
-        values={"current": c.code, "proposed": "M54.2", "proposed_display": ctx.terminology.display("M54.2")},
-        current_codes=[c.code], proposed_codes=["M54.2"], missing_documentation=["radicular-findings"],
-        evidence=evidence_of(found),
-        suggestions=[Suggestion("recode", [recode_condition(facts, c.reference, "M54.2", ctx.terminology)])],
-    ) for c in _m54_11(facts)]
+    return [recode_card("RAD-CERVICALGIA", facts, ctx, c, "M54.2", evidence_of(found), recommended=False,
+                        missing=["radicular-findings"]) for c in _m54_11(facts)]
 
 
 @rule("RAD-EXCLUDES")
@@ -175,15 +158,10 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
             reroute, variant = _disc_reroute(facts), "disc"
         if reroute is not None:
             code, found = reroute
-            notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", code)]
-            cards.append(Card(
-                rule="RAD-EXCLUDES", variant=variant,
-                values={"current": "M54.11", "proposed": code, "proposed_display": ctx.terminology.display(code),
-                        "notes": notes, "level": found[0].level},
-                current_codes=["M54.11"], proposed_codes=[code], evidence=evidence_of(found),
-                suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, code,
-                                                                    ctx.terminology)], is_recommended=True)],
-            ))
+            card = recode_card("RAD-EXCLUDES", facts, ctx, condition, code, evidence_of(found), level=found[0].level,
+                               notes=[n.note for n in ctx.terminology.excludes1_between("M54.11", code)])
+            card.variant = variant
+            cards.append(card)
         for other in facts.coded("M79.2", "G54.2"):
             notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", other.code)]
             cards.append(Card(
@@ -303,4 +281,3 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     )]
 
 
-__all__ = ["radicular_mechanism", "MULTIPLE"]

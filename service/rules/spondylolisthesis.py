@@ -16,7 +16,7 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, documented_region, evidence_of, in_region, new_condition,
-                     order_fixes, recode_condition, remove_condition, slip_region, slips)
+                     order_fixes, recode_card, recode_condition, remove_condition, slip_region, slips)
 
 M43_1 = "M43.1"
 
@@ -150,16 +150,8 @@ def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
         if condition.code == target or condition.reference in left_to_orders:
             continue
         evidence = in_region(slips(facts), region) if region != "multiple" else [f for f in slips(facts) if f.specific]
-        cards.append(Card(
-            rule="SPL-SPECIFICITY",
-            values={"current": condition.code, "current_display": ctx.terminology.display(condition.code),
-                    "proposed": target, "proposed_display": ctx.terminology.display(target),
-                    "region": REGION_LABEL[region], "level": evidence[0].level if evidence else region},
-            current_codes=[condition.code], proposed_codes=[target],
-            evidence=evidence_of(evidence),
-            suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
-                                    is_recommended=True)],
-        ))
+        cards.append(recode_card("SPL-SPECIFICITY", facts, ctx, condition, target, evidence_of(evidence),
+                                 region=REGION_LABEL[region], level=evidence[0].level if evidence else region))
     return cards
 
 
@@ -175,14 +167,8 @@ def spl_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
     for condition in _m43(facts):
         if condition.code != "M43.11":
             continue
-        cards.append(Card(
-            rule="SPL-GENERIC-LEVEL",
-            values={"current": "M43.11", "proposed": "M43.12",
-                    "proposed_display": ctx.terminology.display("M43.12"), "wording": generic[0].level},
-            current_codes=["M43.11"], proposed_codes=["M43.12"], missing_documentation=["region"],
-            evidence=evidence_of(generic),
-            suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, "M43.12", ctx.terminology)])],
-        ))
+        cards.append(recode_card("SPL-GENERIC-LEVEL", facts, ctx, condition, "M43.12", evidence_of(generic),
+                                 recommended=False, missing=["region"], wording=generic[0].level))
     return cards
 
 
@@ -220,14 +206,7 @@ def spl_congenital(facts: Findings, ctx: RuleContext) -> list[Card]:
     found = congenital_slip(facts)
     if not found or facts.coded("Q76.2"):
         return []
-    return [Card(
-        rule="SPL-CONGENITAL",
-        values={"current": c.code, "current_display": ctx.terminology.display(c.code),
-                "proposed": "Q76.2", "proposed_display": ctx.terminology.display("Q76.2")},
-        current_codes=[c.code], proposed_codes=["Q76.2"], evidence=evidence_of(found),
-        suggestions=[Suggestion("recode", [recode_condition(facts, c.reference, "Q76.2", ctx.terminology)],
-                                is_recommended=True)],
-    ) for c in _m43(facts)]
+    return [recode_card("SPL-CONGENITAL", facts, ctx, c, "Q76.2", evidence_of(found)) for c in _m43(facts)]
 
 
 def _imaging_confirms_slip(facts: Findings) -> bool:

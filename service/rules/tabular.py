@@ -13,7 +13,7 @@ from itertools import combinations
 from ..cards import Card, Suggestion
 from ..findings import Findings
 from . import RuleContext, rule
-from .common import REGION_DIGIT, radiculopathy_region, recode_condition, remove_condition, slip_region
+from .common import REGION_DIGIT, radiculopathy_region, recode_card, remove_condition, slip_region
 
 # Pairs the family rules already explain with a better card (SPL-EXCLUDES, RAD-EXCLUDES).
 _FAMILY_PAIRS = (("M43.1", "Q76.2"), ("M54.11", "M47.2"), ("M54.11", "M50.1"), ("M54.11", "M51.1"),
@@ -38,13 +38,8 @@ def tab_header(facts: Findings, ctx: RuleContext) -> list[Card]:
         values = {"current": code, "exists": exists,
                   "current_display": ctx.terminology.display(code) if exists else None}
         if proposed:
-            values.update(proposed=proposed, proposed_display=ctx.terminology.display(proposed))
-            cards.append(Card(
-                rule="TAB-HEADER", values=values, current_codes=[code], proposed_codes=[proposed],
-                evidence=[condition.evidence()],
-                suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, proposed,
-                                                                    ctx.terminology)], is_recommended=True)],
-            ))
+            cards.append(recode_card("TAB-HEADER", facts, ctx, condition, proposed, [condition.evidence()],
+                                     exists=exists))
         else:
             cards.append(Card(rule="TAB-HEADER", variant="no-child" if exists else "invalid", values=values,
                               current_codes=[code], evidence=[condition.evidence()]))
