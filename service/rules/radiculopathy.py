@@ -13,7 +13,7 @@ import re
 
 from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
-from ..nlp.levels import CERVICAL, CERVICOTHORACIC, MULTIPLE, OAA
+from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, order_fixes, radicular,
                      radiculopathy_region, recode_card, remove_condition, resequence, slips)
