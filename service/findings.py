@@ -285,13 +285,28 @@ def gather_findings(record: PatientRecord, reader: TextReader, value_sets: Value
     for order in record.draft_orders:
         findings.orders.append(_draft_order(order, record, terminology))
 
+    labels = _code_labels(record, terminology)
     for source in record.texts:
-        if source.reference.startswith("Condition/") and source.element == "code.text":
-            continue  # the diagnosis label mirrors the code: it is not documentation of it
+        if source.element == "code.text" and source.text.strip().lower() in labels.get(source.reference, ()):
+            continue  # a label that only repeats its code's display documents nothing beyond the code
         if source.reference.startswith("ServiceRequest/"):
             continue  # an order's reason is the claim being checked, not evidence for it
         findings.text.extend(reader.read(source, from_report=source.reference in report_refs))
     return findings
+
+
+def _code_labels(record: PatientRecord, terminology: Terminology) -> dict[str, set[str]]:
+    """Per Condition, the displays of its codings (as sent, and the tabular's)."""
+    labels: dict[str, set[str]] = {}
+    for condition in record.conditions:
+        names = set()
+        for c in (condition.code.coding if condition.code else None) or []:
+            if c.display:
+                names.add(c.display.strip().lower())
+            if c.system == ICD10CM and c.code and terminology.exists(terminology.normalise(c.code)):
+                names.add(terminology.display(terminology.normalise(c.code)).lower())
+        labels[f"Condition/{condition.id}"] = names
+    return labels
 
 
 def _kinds_of(concept, value_sets: ValueSets) -> list[str]:
