@@ -23,3 +23,6 @@ check-config: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+bench: $(STAMP)  ## benchmark: spine-cds serve vs the bare stack, figures against targets
+	$(BIN)/python bench/run.py

@@ -9,8 +9,10 @@ negated, uncertain, historical; family findings are dropped: they are not the pa
 """
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -131,31 +133,73 @@ class ValueSets:
 
 
 class TextReader:
-    """Lexicons loaded once; `read` turns one text into findings."""
+    """Lexicons loaded once; `read` turns one text into findings.
 
-    def __init__(self):
+    Two caches keep repeated text cheap (EHRs send the same record at order-select, order-sign
+    and encounter-sign; notes repeat boilerplate sentences): findings per text source, keyed by
+    its content and place, and the analysis of each sentence, keyed by the sentence. Both are
+    bounded LRU caches in process memory; nothing is written anywhere.
+    """
+
+    def __init__(self, source_cache: int = 4096, sentence_cache: int = 50_000):
         self.concepts = ConceptLexicon()
         self.context = ContextLexicon()
+        self.read = functools.lru_cache(maxsize=source_cache)(self._read)
+        self._sentences: OrderedDict[str, tuple] = OrderedDict()
+        self._sentence_cache = sentence_cache
 
-    def read(self, source: TextSource, from_report: bool = False) -> list[Finding]:
+    def _read(self, source: TextSource, from_report: bool = False) -> tuple[Finding, ...]:
         findings = []
+        candidates = self.concepts.candidates(source.text.lower())
+        if not candidates:
+            return ()
         for start, end in split_sentences(source.text):
             sentence = source.text[start:end]
-            targets = self.concepts.targets(sentence)
-            if not targets:
+            analysed = self._analyse(sentence, candidates)
+            if not analysed:
                 continue
-            targets = _drop_nested(targets)
-            assertions = self.context.assertions(sentence, targets)
-            levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts)
-            for target, assertion in zip(targets, assertions):
-                if assertion == "family":
-                    continue
-                concept = self.concepts.concepts[target.finding]
-                region, level, specific, upper = _level_of(levels.get(target, ()), concept.level_from)
-                evidence = Evidence(source.reference, source.element, sentence, assertion, source.date)
-                findings.append(Finding(target.finding, assertion, region, level, specific, upper,
-                                        target.text, evidence, from_report))
-        return findings
+            evidence = {a: Evidence(source.reference, source.element, sentence, a, source.date)
+                        for a in {item[1] for item in analysed}}
+            for kind, assertion, region, level, specific, upper, phrase in analysed:
+                findings.append(Finding(kind, assertion, region, level, specific, upper, phrase,
+                                        evidence[assertion], from_report))
+        return tuple(findings)
+
+    def _analyse(self, sentence: str, candidates) -> tuple:
+        """The sentence's findings, from the cache when this sentence was read before. The cache is
+        keyed by the sentence alone: `candidates` (the text's possible concepts) only saves work."""
+        cached = self._sentences.get(sentence)
+        if cached is not None:
+            try:
+                self._sentences.move_to_end(sentence)
+            except KeyError:  # evicted meanwhile by another thread (development server)
+                pass
+            return cached
+        analysed = self._analyse_sentence(sentence, candidates)
+        self._sentences[sentence] = analysed
+        if len(self._sentences) > self._sentence_cache:
+            try:
+                self._sentences.popitem(last=False)
+            except KeyError:
+                pass
+        return analysed
+
+    def _analyse_sentence(self, sentence: str, candidates=None) -> tuple:
+        """(kind, assertion, region, level, specific, upper, phrase) of each finding of a sentence."""
+        targets = self.concepts.targets(sentence, candidates)
+        if not targets:
+            return ()
+        targets = _drop_nested(targets)
+        assertions = self.context.assertions(sentence, targets)
+        levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts)
+        out = []
+        for target, assertion in zip(targets, assertions):
+            if assertion == "family":
+                continue
+            concept = self.concepts.concepts[target.finding]
+            region, level, specific, upper = _level_of(levels.get(target, ()), concept.level_from)
+            out.append((target.finding, assertion, region, level, specific, upper, target.text))
+        return tuple(out)
 
 
 def _drop_nested(targets: list[Target]) -> list[Target]:

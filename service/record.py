@@ -12,8 +12,13 @@ time: an invalid one is skipped and reported (by reference and field path, never
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+import orjson
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
@@ -192,12 +197,66 @@ def _belongs_to(resource: dict, patient_id: str) -> bool:
     return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
 
 
+class _ParseCache:
+    """Parsed models by the content of the resource (EHRs send the same record at several hooks).
+
+    Keyed by a digest of the resource's JSON, so any change in content is a new entry; bounded
+    LRU; the models are never mutated by the rules."""
+
+    def __init__(self, size: int = 8192):
+        self.size = size
+        self._models: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def key(self, resource: dict) -> bytes:
+        return hashlib.blake2b(orjson.dumps(resource), digest_size=16).digest()
+
+    def get(self, key: bytes):
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+            return model
+
+    def put(self, key: bytes, model) -> None:
+        with self._lock:
+            self._models[key] = model
+            if len(self._models) > self.size:
+                self._models.popitem(last=False)
+
+
+_CACHE = _ParseCache()
+
+
+def _without_attachment_data(resource: dict) -> dict:
+    """The resource as the model validates it: attachment `data` left out, because the text is
+    read from the raw JSON by a strict decoder (the model's is lenient and costs half the parse)."""
+    if resource.get("resourceType") == "DiagnosticReport" and resource.get("presentedForm"):
+        resource = dict(resource)
+        resource["presentedForm"] = [{k: v for k, v in a.items() if k != "data"} if isinstance(a, dict) else a
+                                     for a in resource["presentedForm"]]
+    elif resource.get("resourceType") == "DocumentReference" and resource.get("content"):
+        resource = dict(resource)
+        resource["content"] = [
+            dict(c, attachment={k: v for k, v in c["attachment"].items() if k != "data"})
+            if isinstance(c, dict) and isinstance(c.get("attachment"), dict) else c
+            for c in resource["content"]]
+    return resource
+
+
 def _parse(record: PatientRecord, resource: dict, where: str):
     model_class = _MODELS.get(resource.get("resourceType"))
     if model_class is None:
         return None
     try:
-        return model_class.model_validate(resource)
+        key = _CACHE.key(resource)
+    except (TypeError, orjson.JSONEncodeError):
+        key = None
+    model = _CACHE.get(key) if key else None
+    if model is not None:
+        return model
+    try:
+        model = model_class.model_validate(_without_attachment_data(resource))
     except ValidationError as exc:
         # Field paths and error types only: pydantic's messages quote the input values.
         paths = sorted({".".join(str(p) for p in err["loc"]) or "(resource)" for err in exc.errors()})
@@ -207,6 +266,9 @@ def _parse(record: PatientRecord, resource: dict, where: str):
     except (ValueError, TypeError, RecursionError) as exc:
         record.skipped.append(RecordProblem(where, f"invalid FHIR R4 ({type(exc).__name__})"))
         return None
+    if key:
+        _CACHE.put(key, model)
+    return model
 
 
 # ---------------------------------------------------------------------- text

@@ -157,13 +157,17 @@ def test_invalid_base64_is_reported_not_read_as_empty(order_sign_request):
         {(p.reference, p.problem) for p in record.skipped}
 
 
-def test_base64_the_fhir_model_rejects_skips_the_resource(order_sign_request):
-    order_sign_request["prefetch"]["diagnosticReports"] = searchset(
-        _report_with({"contentType": "text/plain", "data": "%%%not base64%%%"}))
+def test_garbage_base64_keeps_the_report_and_reports_the_attachment(order_sign_request):
+    """The attachment's bytes are checked by our strict decoder, not the model: the report's other
+    elements (its conclusion) are still read."""
+    report = _report_with({"contentType": "text/plain", "data": "%%%not base64%%%"})
+    report["conclusion"] = "Anterolisthesis of C1 on C2."
+    order_sign_request["prefetch"]["diagnosticReports"] = searchset(report)
     record = _record(order_sign_request)
-    assert record.diagnostic_reports == []
+    assert [r.id for r in record.diagnostic_reports] == ["r1"]
     assert [(p.reference, p.problem) for p in record.skipped] == [
-        ("DiagnosticReport/r1", "invalid FHIR R4: presentedForm.0.data")]
+        ("DiagnosticReport/r1#presentedForm[0]", "attachment data is not valid base64")]
+    assert ("DiagnosticReport/r1", "conclusion") in {(t.reference, t.element) for t in record.texts}
 
 
 def test_pdf_attachment_is_reported_as_unread(order_sign_request):

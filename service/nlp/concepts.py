@@ -6,6 +6,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+try:  # the standard library's own regular-expression parser, to find what every match must contain
+    from re import _constants as sre_constants, _parser as sre_parse
+except ImportError:  # Python < 3.11
+    import sre_constants  # type: ignore[no-redef]
+    import sre_parse  # type: ignore[no-redef]
+
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 LEVEL_SOURCES = ("segment", "root", "none")
 
@@ -30,6 +36,7 @@ class Concept:
     ambiguous: re.Pattern | None = None
     context: tuple[str, ...] = ()
     not_context: tuple[str, ...] = ()
+    anchors: tuple[str, ...] | None = None  # lower-case strings one of which every match contains
 
     def accepts(self, match_text: str, sentence: str) -> bool:
         """An ambiguous match ("RA") counts only with its context and without its counter-context."""
@@ -66,16 +73,88 @@ class ConceptLexicon:
             except re.error as exc:
                 raise LexiconError(f"{path.name}: [{finding}] has an invalid pattern ({exc})") from None
             self.concepts[finding] = Concept(finding, spec["level_from"], compiled, ambiguous,
-                                             tuple(spec.get("context", ())), tuple(spec.get("not_context", ())))
+                                             tuple(spec.get("context", ())), tuple(spec.get("not_context", ())),
+                                             anchors_of(patterns))
 
     @property
     def findings(self) -> list[str]:
         return list(self.concepts)
 
-    def targets(self, sentence: str) -> list[Target]:
-        found = []
+    def candidates(self, lowered_text: str) -> list[tuple[Concept, tuple[str, ...] | None]]:
+        """The concepts that may occur in a text, each with the anchors the text contains:
+        one pass of substring tests per text, so that each sentence tests only those."""
+        out = []
         for concept in self.concepts.values():
+            if concept.anchors is None:
+                out.append((concept, None))
+            else:
+                present = tuple(a for a in concept.anchors if a in lowered_text)
+                if present:
+                    out.append((concept, present))
+        return out
+
+    def targets(self, sentence: str, candidates=None) -> list[Target]:
+        found = []
+        lowered = sentence.lower()
+        for concept, anchors in candidates if candidates is not None else self.candidates(lowered):
+            if anchors is not None and not any(a in lowered for a in anchors):
+                continue
             for m in concept.pattern.finditer(sentence):
                 if m.end() > m.start() and concept.accepts(m.group(), sentence):
                     found.append(Target(concept.finding, m.start(), m.end(), m.group()))
         return sorted(found, key=lambda t: (t.start, -t.end))
+
+
+# ------------------------------------------------------------------ anchors
+# Measured on a 9 KB report: a case-insensitive pattern that starts with \b costs about 110 µs a
+# scan, a substring test about 1 µs. Each pattern's anchors are read from its own parse tree, so
+# adding a pattern to the lexicon needs nothing else; a pattern without a required literal gets
+# no anchors and is always scanned.
+def anchors_of(patterns: list[str]) -> tuple[str, ...] | None:
+    anchors: set[str] = set()
+    for pattern in patterns:
+        required = _required(sre_parse.parse(pattern, re.IGNORECASE))
+        if not required:
+            return None
+        anchors |= required
+    return tuple(sorted(anchors))
+
+
+def _required(items) -> set[str] | None:
+    """Strings (lower case) one of which every match of this parsed sequence contains."""
+    candidates: list[set[str]] = []
+    run = ""
+
+    def close():
+        nonlocal run
+        if len(run) >= 2:
+            candidates.append({run})
+        run = ""
+
+    for op, av in items:
+        if op == sre_constants.LITERAL:
+            run += chr(av).lower()
+            continue
+        close()
+        if op == sre_constants.SUBPATTERN:
+            inner = _required(av[-1])
+            if inner:
+                candidates.append(inner)
+        elif op == sre_constants.BRANCH:
+            union: set[str] = set()
+            for branch in av[1]:
+                inner = _required(branch)
+                if not inner:
+                    union = set()
+                    break
+                union |= inner
+            if union:
+                candidates.append(union)
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[0] >= 1:
+            inner = _required(av[2])
+            if inner:
+                candidates.append(inner)
+    close()
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: min(len(x) for x in c))

