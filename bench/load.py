@@ -19,7 +19,7 @@ def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, 
     latencies, statuses = [], {}
 
     def one(n: int) -> float:
-        body = bodies[n % len(bodies)]
+        body = bodies[n % len(bodies)]  # warm-up takes the first bodies, the measured run the next
         t0 = time.perf_counter()
         try:
             conn.request("POST", path, body=body, headers=headers)
@@ -49,6 +49,8 @@ def run(port: int, path: str, bodies: list[bytes], clients: int, requests_per_cl
     ctx = mp.get_context("fork")
     queue, start = ctx.Queue(), ctx.Event()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Each client gets its own bodies (warm-up first): no two requests of a run share a record
+    # unless the run is given a single body (the repeat workload).
     procs = [ctx.Process(target=_client, args=(port, path, bodies[i::clients] or bodies, requests_per_client,
                                                warmup, start, queue)) for i in range(clients)]
     for p in procs:

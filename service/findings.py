@@ -9,6 +9,7 @@ negated, uncertain, historical; family findings are dropped: they are not the pa
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import tomllib
@@ -141,7 +142,7 @@ class TextReader:
     bounded LRU caches in process memory; nothing is written anywhere.
     """
 
-    def __init__(self, source_cache: int = 4096, sentence_cache: int = 50_000):
+    def __init__(self, source_cache: int = 1024, sentence_cache: int = 20_000):
         self.concepts = ConceptLexicon()
         self.context = ContextLexicon()
         self.read = functools.lru_cache(maxsize=source_cache)(self._read)
@@ -149,13 +150,27 @@ class TextReader:
         self._sentence_cache = sentence_cache
 
     def _read(self, source: TextSource, from_report: bool = False) -> tuple[Finding, ...]:
-        findings = []
-        candidates = self.concepts.candidates(source.text.lower())
+        text = source.text
+        lowered = text.lower()
+        candidates = self.concepts.candidates(text, lowered)
         if not candidates:
             return ()
-        for start, end in split_sentences(source.text):
-            sentence = source.text[start:end]
-            analysed = self._analyse(sentence, candidates)
+        matches = self.concepts.matches_in(text, lowered, candidates)
+        if not matches:
+            return ()
+        spans = split_sentences(text)
+        starts = [s for s, _ in spans]
+        by_sentence: dict[int, list[Target]] = {}
+        for match in matches:
+            i = bisect.bisect_right(starts, match.start) - 1
+            if i >= 0 and match.end <= spans[i][1]:  # a match across a sentence end is no target
+                by_sentence.setdefault(i, []).append(match)
+        findings = []
+        for i in sorted(by_sentence):
+            start, end = spans[i]
+            sentence = text[start:end]
+            analysed = self._analyse(sentence, [Target(t.finding, t.start - start, t.end - start, t.text)
+                                                for t in by_sentence[i]])
             if not analysed:
                 continue
             evidence = {a: Evidence(source.reference, source.element, sentence, a, source.date)
@@ -165,9 +180,9 @@ class TextReader:
                                         evidence[assertion], from_report))
         return tuple(findings)
 
-    def _analyse(self, sentence: str, candidates) -> tuple:
+    def _analyse(self, sentence: str, matches: list[Target]) -> tuple:
         """The sentence's findings, from the cache when this sentence was read before. The cache is
-        keyed by the sentence alone: `candidates` (the text's possible concepts) only saves work."""
+        keyed by the sentence alone: its `matches` were found in it, so they follow from it."""
         cached = self._sentences.get(sentence)
         if cached is not None:
             try:
@@ -175,7 +190,7 @@ class TextReader:
             except KeyError:  # evicted meanwhile by another thread (development server)
                 pass
             return cached
-        analysed = self._analyse_sentence(sentence, candidates)
+        analysed = self._analyse_sentence(sentence, matches)
         self._sentences[sentence] = analysed
         if len(self._sentences) > self._sentence_cache:
             try:
@@ -184,14 +199,18 @@ class TextReader:
                 pass
         return analysed
 
-    def _analyse_sentence(self, sentence: str, candidates=None) -> tuple:
+    def _analyse_sentence(self, sentence: str, matches: list[Target] | None = None) -> tuple:
         """(kind, assertion, region, level, specific, upper, phrase) of each finding of a sentence."""
-        targets = self.concepts.targets(sentence, candidates)
+        if matches is None:
+            targets = self.concepts.targets(sentence)
+        else:
+            targets = [t for t in matches if self.concepts.concepts[t.finding].accepts(t.text, sentence)]
         if not targets:
             return ()
         targets = _drop_nested(targets)
         assertions = self.context.assertions(sentence, targets)
-        levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts)
+        leveled = any(self.concepts.concepts[t.finding].level_from != "none" for t in targets)
+        levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts) if leveled else {}
         out = []
         for target, assertion in zip(targets, assertions):
             if assertion == "family":

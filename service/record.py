@@ -203,7 +203,7 @@ class _ParseCache:
     Keyed by a digest of the resource's JSON, so any change in content is a new entry; bounded
     LRU; the models are never mutated by the rules."""
 
-    def __init__(self, size: int = 8192):
+    def __init__(self, size: int = 2048):
         self.size = size
         self._models: OrderedDict[bytes, object] = OrderedDict()
         self._lock = threading.Lock()

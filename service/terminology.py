@@ -124,9 +124,7 @@ class Terminology:
 
     def excludes1_between(self, a: str, b: str) -> list[Excludes1]:
         """The Excludes1 notes (of a and its ancestors, or of b and its ancestors) naming the other."""
-        found = [n for n in self.excludes1(a) if any(r.covers(b) for r in n.references)]
-        found += [n for n in self.excludes1(b) if any(r.covers(a) for r in n.references)]
-        return found
+        return list(_between(self, a, b))
 
     # ----------------------------------------------------------- 7th character
     def seventh_characters(self, code: str) -> dict[str, str]:
@@ -153,6 +151,17 @@ def _excludes1_cached(cm_id: int, code: str, cm) -> tuple[Excludes1, ...]:
             if refs:
                 notes.append(Excludes1(holder, note, refs))
     return tuple(notes)
+
+
+@lru_cache(maxsize=65536)
+def _between_cached(a: str, b: str, cm_id: int, terminology: "Terminology") -> tuple[Excludes1, ...]:
+    found = [n for n in terminology.excludes1(a) if any(r.covers(b) for r in n.references)]
+    found += [n for n in terminology.excludes1(b) if any(r.covers(a) for r in n.references)]
+    return tuple(found)
+
+
+def _between(terminology: Terminology, a: str, b: str) -> tuple[Excludes1, ...]:
+    return _between_cached(a, b, id(terminology._tabular()), terminology)
 
 
 def _excludes1_of(terminology: Terminology, code: str) -> tuple[Excludes1, ...]:

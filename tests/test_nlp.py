@@ -173,3 +173,27 @@ def test_shipped_lexicons_cover_every_finding_of_the_rules():
             "spondylosis", "disc-disorder", "instability", "rheumatoid-arthritis", "electrodiagnostics",
             "conservative-care"} <= findings
     assert {r.example_finding for r in CONTEXT.rules} <= findings
+
+
+def test_concept_patterns_must_be_lower_case_or_wholly_cased(tmp_path):
+    path = tmp_path / "concepts.toml"
+    path.write_text('[fracture]\nlevel_from = "segment"\npatterns = ["\\\\bFracture\\\\b"]\n')
+    with pytest.raises(LexiconError, match="write it in lower case"):
+        ConceptLexicon(path)
+    path.write_text('[rheumatoid-arthritis]\nlevel_from = "none"\npatterns = ["seropositive (?-i:RA)"]\n')
+    with pytest.raises(LexiconError, match="mixes cases"):
+        ConceptLexicon(path)
+
+
+def test_anchors_are_read_from_the_patterns():
+    concepts = ConceptLexicon().concepts
+    assert "listhesis" in concepts["displacement"].anchors
+    assert concepts["rheumatoid-arthritis"].cased_anchors == ("RA",)
+    assert concepts["imaging"].cased_anchors == ("CT", "MRI")
+
+
+@pytest.mark.parametrize("text,kind", [("SEROPOSITIVE RA, on methotrexate.", "rheumatoid-arthritis"),
+                                       ("MRI OF THE CERVICAL SPINE: ANTEROLISTHESIS OF C1 ON C2.", "displacement"),
+                                       ("JEFFERSON FRACTURE.", "fracture")])
+def test_upper_case_text_is_read(text, kind):
+    assert finding(text, kind).affirmed

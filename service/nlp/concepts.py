@@ -32,11 +32,13 @@ class Target:
 class Concept:
     finding: str
     level_from: str
-    pattern: re.Pattern
+    lower: re.Pattern | None      # lower-case patterns, matched on the lower-cased sentence
+    cased: re.Pattern | None      # patterns with (?-i:...) parts, matched on the original sentence
     ambiguous: re.Pattern | None = None
     context: tuple[str, ...] = ()
     not_context: tuple[str, ...] = ()
-    anchors: tuple[str, ...] | None = None  # lower-case strings one of which every match contains
+    anchors: tuple[str, ...] | None = None  # lower-case strings one of which every `lower` match contains
+    cased_anchors: tuple[str, ...] | None = None  # strings (as cased) one of which every `cased` match contains
 
     def accepts(self, match_text: str, sentence: str) -> bool:
         """An ambiguous match ("RA") counts only with its context and without its counter-context."""
@@ -46,6 +48,18 @@ class Concept:
         if any(phrase.lower() in lowered for phrase in self.not_context):
             return False
         return any(phrase.lower() in lowered for phrase in self.context)
+
+    def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True):
+        if self.lower is not None and use_lower:
+            for m in self.lower.finditer(lowered):
+                start = m.start()
+                # a leading \b was moved out of the pattern (it stops the engine's fast skip-ahead)
+                if start and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+                    continue
+                yield m.start(), m.end()
+        if self.cased is not None and use_cased:
+            for m in self.cased.finditer(sentence):
+                yield m.start(), m.end()
 
 
 _KEYS = {"level_from", "patterns", "ambiguous", "context", "not_context"}
@@ -67,41 +81,65 @@ class ConceptLexicon:
             patterns = spec.get("patterns")
             if not patterns or not all(isinstance(p, str) and p for p in patterns):
                 raise LexiconError(f"{path.name}: [{finding}] needs a list of patterns")
+            lower, cased = [], []
+            for p in patterns:
+                if "(?-i:" in p:
+                    # Its anchors are matched as cased: no letter may stand outside (?-i:...) but in
+                    # a look-around, or an upper-case text could slip past the anchor test.
+                    outside = re.sub(r"\(\?-i:[^()]*\)|\(\?<?[!=][^()]*\)|\\.", "", p)
+                    if re.search("[A-Za-z]", outside):
+                        raise LexiconError(f"{path.name}: [{finding}] pattern {p!r} mixes cases: put the "
+                                           "case-sensitive part alone in (?-i:...) and the rest in another pattern")
+                    cased.append(p)
+                elif re.search("[A-Z]", re.sub(r"\\.", "", p)):
+                    raise LexiconError(f"{path.name}: [{finding}] pattern {p!r} has upper case outside (?-i:...): "
+                                       "write it in lower case")
+                else:
+                    lower.append(p[2:] if p.startswith("\\b") else p)
             try:
-                compiled = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+                lower_re = re.compile("|".join(f"(?:{p})" for p in lower)) if lower else None
+                cased_re = re.compile("|".join(f"(?:{p})" for p in cased), re.IGNORECASE) if cased else None
                 ambiguous = re.compile(spec["ambiguous"]) if spec.get("ambiguous") else None
             except re.error as exc:
                 raise LexiconError(f"{path.name}: [{finding}] has an invalid pattern ({exc})") from None
-            self.concepts[finding] = Concept(finding, spec["level_from"], compiled, ambiguous,
+            self.concepts[finding] = Concept(finding, spec["level_from"], lower_re, cased_re, ambiguous,
                                              tuple(spec.get("context", ())), tuple(spec.get("not_context", ())),
-                                             anchors_of(patterns))
+                                             anchors_of(lower) if lower else (),
+                                             anchors_of(cased, keep_case=True) if cased else ())
 
     @property
     def findings(self) -> list[str]:
         return list(self.concepts)
 
-    def candidates(self, lowered_text: str) -> list[tuple[Concept, tuple[str, ...] | None]]:
-        """The concepts that may occur in a text, each with the anchors the text contains:
-        one pass of substring tests per text, so that each sentence tests only those."""
+    def candidates(self, text: str, lowered_text: str | None = None) -> list[tuple[Concept, tuple, tuple]]:
+        """The concepts that may occur in a text, each with the anchors the text contains (lower
+        case, and as cased): one pass of substring tests per text, so each sentence tests only those."""
+        lowered_text = text.lower() if lowered_text is None else lowered_text
         out = []
         for concept in self.concepts.values():
-            if concept.anchors is None:
-                out.append((concept, None))
-            else:
-                present = tuple(a for a in concept.anchors if a in lowered_text)
-                if present:
-                    out.append((concept, present))
+            lower = None if concept.anchors is None else tuple(a for a in concept.anchors if a in lowered_text)
+            cased = None if concept.cased_anchors is None else tuple(a for a in concept.cased_anchors if a in text)
+            if lower is None or cased is None or lower or cased:
+                out.append((concept, lower, cased))
         return out
 
     def targets(self, sentence: str, candidates=None) -> list[Target]:
-        found = []
+        """The finding targets of one sentence."""
         lowered = sentence.lower()
-        for concept, anchors in candidates if candidates is not None else self.candidates(lowered):
-            if anchors is not None and not any(a in lowered for a in anchors):
-                continue
-            for m in concept.pattern.finditer(sentence):
-                if m.end() > m.start() and concept.accepts(m.group(), sentence):
-                    found.append(Target(concept.finding, m.start(), m.end(), m.group()))
+        found = self.matches_in(sentence, lowered, candidates if candidates is not None
+                                else self.candidates(sentence, lowered))
+        return [t for t in found if self.concepts[t.finding].accepts(t.text, sentence)]
+
+    def matches_in(self, text: str, lowered: str, candidates) -> list[Target]:
+        """Every match of the candidate concepts in a whole text, before the context checks of
+        ambiguous ones (which need the sentence): one scan per concept and text, not per sentence."""
+        found = []
+        for concept, lower, cased in candidates:
+            use_lower = lower is None or bool(lower)
+            use_cased = cased is None or bool(cased)
+            for start, end in concept.matches(text, lowered, use_lower, use_cased):
+                if end > start:
+                    found.append(Target(concept.finding, start, end, text[start:end]))
         return sorted(found, key=lambda t: (t.start, -t.end))
 
 
@@ -110,18 +148,19 @@ class ConceptLexicon:
 # scan, a substring test about 1 µs. Each pattern's anchors are read from its own parse tree, so
 # adding a pattern to the lexicon needs nothing else; a pattern without a required literal gets
 # no anchors and is always scanned.
-def anchors_of(patterns: list[str]) -> tuple[str, ...] | None:
+def anchors_of(patterns: list[str], keep_case: bool = False) -> tuple[str, ...] | None:
     anchors: set[str] = set()
     for pattern in patterns:
-        required = _required(sre_parse.parse(pattern, re.IGNORECASE))
+        required = _required(sre_parse.parse(pattern, re.IGNORECASE), keep_case)
         if not required:
             return None
         anchors |= required
     return tuple(sorted(anchors))
 
 
-def _required(items) -> set[str] | None:
-    """Strings (lower case) one of which every match of this parsed sequence contains."""
+def _required(items, keep_case: bool = False) -> set[str] | None:
+    """Strings one of which every match of this parsed sequence contains (lower case, unless
+    `keep_case` for the (?-i:...) patterns matched on the original text)."""
     candidates: list[set[str]] = []
     run = ""
 
@@ -133,17 +172,17 @@ def _required(items) -> set[str] | None:
 
     for op, av in items:
         if op == sre_constants.LITERAL:
-            run += chr(av).lower()
+            run += chr(av) if keep_case else chr(av).lower()
             continue
         close()
         if op == sre_constants.SUBPATTERN:
-            inner = _required(av[-1])
+            inner = _required(av[-1], keep_case)
             if inner:
                 candidates.append(inner)
         elif op == sre_constants.BRANCH:
             union: set[str] = set()
             for branch in av[1]:
-                inner = _required(branch)
+                inner = _required(branch, keep_case)
                 if not inner:
                     union = set()
                     break
@@ -151,7 +190,7 @@ def _required(items) -> set[str] | None:
             if union:
                 candidates.append(union)
         elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[0] >= 1:
-            inner = _required(av[2])
+            inner = _required(av[2], keep_case)
             if inner:
                 candidates.append(inner)
     close()

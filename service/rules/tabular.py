@@ -60,9 +60,12 @@ def _child_from_documentation(facts: Findings, header: str) -> str | None:
 @rule("TAB-EXCLUDES1")
 def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
     cards = []
-    current = [c for c in facts.current() if ctx.terminology.exists(c.code)]
-    for a, b in combinations(current, 2):
-        if a.code == b.code or _family_pair(a.code, b.code):
+    first_of_code: dict[str, object] = {}
+    for condition in facts.current():
+        if ctx.terminology.exists(condition.code):
+            first_of_code.setdefault(condition.code, condition)  # a code coded twice is one code
+    for a, b in combinations(first_of_code.values(), 2):
+        if _family_pair(a.code, b.code):
             continue
         notes = ctx.terminology.excludes1_between(a.code, b.code)
         if not notes:
