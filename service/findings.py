@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
 
-from .nlp.concepts import KNOWLEDGE, ConceptLexicon, Target
+from .nlp.concepts import KNOWLEDGE, ConceptLexicon, Target, lower_same_length
 from .nlp.context import ContextLexicon
 from .nlp.levels import MULTIPLE, LevelMention, find_levels
 from .nlp.sentences import split_sentences
@@ -151,7 +151,7 @@ class TextReader:
 
     def _read(self, source: TextSource, from_report: bool = False) -> tuple[Finding, ...]:
         text = source.text
-        lowered = text.lower()
+        lowered = lower_same_length(text)
         candidates = self.concepts.candidates(text, lowered)
         if not candidates:
             return ()

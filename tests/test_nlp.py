@@ -197,3 +197,9 @@ def test_anchors_are_read_from_the_patterns():
                                        ("JEFFERSON FRACTURE.", "fracture")])
 def test_upper_case_text_is_read(text, kind):
     assert finding(text, kind).affirmed
+
+
+def test_characters_that_lower_case_to_two_keep_positions():
+    text = "\u0130stanbul trip. Anterolisthesis of C1 on C2."
+    found = finding(text, "displacement")
+    assert found.phrase == "Anterolisthesis" and found.level == "C1 on C2"

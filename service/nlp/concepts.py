@@ -16,6 +16,15 @@ KNOWLEDGE = Path(__file__).resolve().parent.parent / "knowledge"
 LEVEL_SOURCES = ("segment", "root", "none")
 
 
+def lower_same_length(text: str) -> str:
+    """Lower case with every position kept: matches found in it slice the original text. (A few
+    characters, such as U+0130, lower-case to two; they are left as they are.)"""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
 class LexiconError(ValueError):
     """A lexicon file that does not follow its schema: refused at load, with the reason."""
 
@@ -32,13 +41,13 @@ class Target:
 class Concept:
     finding: str
     level_from: str
-    lower: re.Pattern | None      # lower-case patterns, matched on the lower-cased sentence
-    cased: re.Pattern | None      # patterns with (?-i:...) parts, matched on the original sentence
+    # (regex, on the lower-cased text?, a leading \b moved out of it?) — see _compile
+    scans: tuple[tuple[re.Pattern, bool, bool], ...]
     ambiguous: re.Pattern | None = None
     context: tuple[str, ...] = ()
     not_context: tuple[str, ...] = ()
-    anchors: tuple[str, ...] | None = None  # lower-case strings one of which every `lower` match contains
-    cased_anchors: tuple[str, ...] | None = None  # strings (as cased) one of which every `cased` match contains
+    anchors: tuple[str, ...] | None = None  # lower-case strings one of which every lower-case match contains
+    cased_anchors: tuple[str, ...] | None = None  # strings one of which every case-sensitive match contains
 
     def accepts(self, match_text: str, sentence: str) -> bool:
         """An ambiguous match ("RA") counts only with its context and without its counter-context."""
@@ -50,16 +59,34 @@ class Concept:
         return any(phrase.lower() in lowered for phrase in self.context)
 
     def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True):
-        if self.lower is not None and use_lower:
-            for m in self.lower.finditer(lowered):
+        for regex, on_lower, bounded in self.scans:
+            if not (use_lower if on_lower else use_cased):
+                continue
+            text = lowered if on_lower else sentence
+            for m in regex.finditer(text):
                 start = m.start()
-                # a leading \b was moved out of the pattern (it stops the engine's fast skip-ahead)
-                if start and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+                # a leading \b moved out of the pattern (it stops the engine's fast skip-ahead)
+                if bounded and start and (text[start - 1].isalnum() or text[start - 1] == "_"):
                     continue
-                yield m.start(), m.end()
-        if self.cased is not None and use_cased:
-            for m in self.cased.finditer(sentence):
-                yield m.start(), m.end()
+                yield start, m.end()
+
+
+def _compile(patterns: list[str], on_lower: bool) -> list[tuple[re.Pattern, bool, bool]]:
+    """Patterns grouped by whether they start with \b: that \b is checked after the match instead,
+    so the engine can skip ahead to the pattern's first letters (measured 25x faster)."""
+    bounded, free = [], []
+    for p in patterns:
+        if p.startswith("\\b"):
+            bounded.append(p[2:])
+        elif p.startswith("(?-i:\\b"):
+            bounded.append("(?-i:" + p[7:])
+        else:
+            free.append(p)
+    out = []
+    for group, is_bounded in ((bounded, True), (free, False)):
+        if group:
+            out.append((re.compile("|".join(f"(?:{p})" for p in group)), on_lower, is_bounded))
+    return out
 
 
 _KEYS = {"level_from", "patterns", "ambiguous", "context", "not_context"}
@@ -95,17 +122,19 @@ class ConceptLexicon:
                     raise LexiconError(f"{path.name}: [{finding}] pattern {p!r} has upper case outside (?-i:...): "
                                        "write it in lower case")
                 else:
-                    lower.append(p[2:] if p.startswith("\\b") else p)
+                    lower.append(p)
             try:
-                lower_re = re.compile("|".join(f"(?:{p})" for p in lower)) if lower else None
-                cased_re = re.compile("|".join(f"(?:{p})" for p in cased), re.IGNORECASE) if cased else None
+                scans = tuple(_compile(lower, True) + _compile(cased, False))
                 ambiguous = re.compile(spec["ambiguous"]) if spec.get("ambiguous") else None
             except re.error as exc:
                 raise LexiconError(f"{path.name}: [{finding}] has an invalid pattern ({exc})") from None
-            self.concepts[finding] = Concept(finding, spec["level_from"], lower_re, cased_re, ambiguous,
+            self.concepts[finding] = Concept(finding, spec["level_from"], scans, ambiguous,
                                              tuple(spec.get("context", ())), tuple(spec.get("not_context", ())),
                                              anchors_of(lower) if lower else (),
                                              anchors_of(cased, keep_case=True) if cased else ())
+
+        self._lower_anchors = sorted({a for c in self.concepts.values() for a in (c.anchors or ())})
+        self._cased_anchors = sorted({a for c in self.concepts.values() for a in (c.cased_anchors or ())})
 
     @property
     def findings(self) -> list[str]:
@@ -114,18 +143,21 @@ class ConceptLexicon:
     def candidates(self, text: str, lowered_text: str | None = None) -> list[tuple[Concept, tuple, tuple]]:
         """The concepts that may occur in a text, each with the anchors the text contains (lower
         case, and as cased): one pass of substring tests per text, so each sentence tests only those."""
-        lowered_text = text.lower() if lowered_text is None else lowered_text
+        lowered_text = lower_same_length(text) if lowered_text is None else lowered_text
+        present = {a for a in self._lower_anchors if a in lowered_text}
+        present_cased = {a for a in self._cased_anchors if a in text}
         out = []
         for concept in self.concepts.values():
-            lower = None if concept.anchors is None else tuple(a for a in concept.anchors if a in lowered_text)
-            cased = None if concept.cased_anchors is None else tuple(a for a in concept.cased_anchors if a in text)
+            lower = None if concept.anchors is None else tuple(a for a in concept.anchors if a in present)
+            cased = None if concept.cased_anchors is None else tuple(
+                a for a in concept.cased_anchors if a in present_cased)
             if lower is None or cased is None or lower or cased:
                 out.append((concept, lower, cased))
         return out
 
     def targets(self, sentence: str, candidates=None) -> list[Target]:
         """The finding targets of one sentence."""
-        lowered = sentence.lower()
+        lowered = lower_same_length(sentence)
         found = self.matches_in(sentence, lowered, candidates if candidates is not None
                                 else self.candidates(sentence, lowered))
         return [t for t in found if self.concepts[t.finding].accepts(t.text, sentence)]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError, Target
+from .concepts import KNOWLEDGE, LexiconError, Target, lower_same_length
 
 CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
               "PSEUDO", "TERMINATE")
@@ -101,17 +101,22 @@ class ContextLexicon:
         ("no interval change" before "no"), found by a look-up of each word among the phrases it
         starts (a 120-way regular expression measured 0.27 ms a sentence; this, about 0.01 ms),
         plus the few pattern triggers ("in 2015")."""
-        tokens = [(m.group().lower(), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
-        words = [t[0] for t in tokens]
+        matches = list(_TOKEN.finditer(lower_same_length(sentence)))
+        words = [m.group() for m in matches]
         out = []
-        i, count = 0, len(tokens)
+        first_words = self._by_first_word
+        i, count = 0, len(words)
         while i < count:
-            for phrase, index in self._by_first_word.get(words[i], ()):
-                n = len(phrase)
-                if tuple(words[i:i + n]) == phrase:
-                    out.append(Trigger(self.rules[index], tokens[i][1], tokens[i + n - 1][2]))
-                    i += n
-                    break
+            starting = first_words.get(words[i])
+            if starting:
+                for phrase, index in starting:
+                    n = len(phrase)
+                    if tuple(words[i:i + n]) == phrase:
+                        out.append(Trigger(self.rules[index], matches[i].start(), matches[i + n - 1].end()))
+                        i += n
+                        break
+                else:
+                    i += 1
             else:
                 i += 1
         for pattern, index in self._patterns:
