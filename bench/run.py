@@ -113,10 +113,11 @@ def encode(bodies: list[dict]) -> list[bytes]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run, noisier figures)")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the requests (noisier figures)")
+    parser.add_argument("--smoke", action="store_true", help="a handful of requests: checks the benchmark runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
-    scale = 0.25 if args.quick else 1.0
+    scale = 0.01 if args.smoke else 0.25 if args.quick else 1.0
 
     def n(count: int) -> int:
         return max(5, int(count * scale))

@@ -90,7 +90,8 @@ class Settings:
     )
     fhir_connect_timeout: float = field(default=1.0, metadata={"help": "FHIR connect timeout, seconds"})
     fhir_read_timeout: float = field(default=2.0, metadata={"help": "FHIR read timeout, seconds"})
-    fhir_deadline: float = field(default=3.0, metadata={"help": "total time for all FHIR fetches of one call"})
+    hook_deadline: float = field(
+        default=1.0, metadata={"help": "budget of one hook call, FHIR fetches included, seconds; past it: no cards"})
     fhir_max_pages: int = field(default=10, metadata={"help": "most searchset pages followed per prefetch key"})
     fhir_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "most bytes read from FHIR per call"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
@@ -179,7 +180,7 @@ class Settings:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 problems.append(f"{PREFIX}FHIR_ALLOWLIST: {url!r} is not an http(s) base URL")
-        for name in ("fhir_connect_timeout", "fhir_read_timeout", "fhir_deadline"):
+        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline"):
             if getattr(self, name) <= 0:
                 problems.append(f"{PREFIX}{name.upper()}: must be positive")
         for name in ("max_body_bytes", "fhir_max_pages", "fhir_max_bytes", "jwt_max_lifetime"):

@@ -15,9 +15,11 @@ import re
 import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import date, datetime
 from functools import cached_property
 
+from .deadline import Deadline
 from .nlp.concepts import KNOWLEDGE, ConceptLexicon, Target, lower_same_length
 from .nlp.context import ContextLexicon
 from .nlp.levels import MULTIPLE, LevelMention, find_levels
@@ -38,9 +40,11 @@ _CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\
 _WEEKS = re.compile(r"\b(\d{1,3})\s*(?:-|\s)?\s*(weeks?|wks?|months?|mos?)\b", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """Where a finding was read: the resource, the element, the exact phrase, its assertion."""
+class Evidence(NamedTuple):
+    """Where a finding was read: the resource, the element, the exact phrase, its assertion.
+
+    (Named tuples rather than frozen dataclasses: a typical record makes hundreds of findings,
+    and a frozen dataclass costs four times as much to build.)"""
 
     reference: str
     element: str
@@ -53,8 +57,7 @@ class Evidence:
                 "assertion": self.assertion}
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     kind: str               # a finding of concepts.toml, e.g. "displacement"
     assertion: str          # affirmed | negated | uncertain | historical
     region: str | None      # region of the finding's own level (levels.REGIONS), None when unstated
@@ -288,20 +291,27 @@ class Findings:
 
     record: PatientRecord
     conditions: list[CodedCondition] = field(default_factory=list)
-    text: list[Finding] = field(default_factory=list)
+    coded: list[Finding] = field(default_factory=list)  # findings read from SNOMED CT codes
     studies: list[Study] = field(default_factory=list)
     orders: list[DraftOrder] = field(default_factory=list)
+    read_text: object = None  # () -> list[Finding]: the text is read when a rule first asks
+
+    @cached_property
+    def text(self) -> list[Finding]:
+        """Findings of codes and text. Reading the text is most of a hook call's cost, and a record
+        without a spine code or order never needs it: the rules ask for it only after their codes."""
+        return self.coded + (self.read_text() if self.read_text else [])
 
     # Queries the rules share.
     def current(self, firm: bool = True) -> list[CodedCondition]:
         return [c for c in self.conditions if c.current and (c.firm or not firm) and c.code]
 
-    def coded(self, *prefixes: str, firm: bool = True) -> list[CodedCondition]:
+    def coded_with(self, *prefixes: str, firm: bool = True) -> list[CodedCondition]:
         return [c for c in self.current(firm)
                 if any(c.code.replace(".", "").startswith(p.replace(".", "")) for p in prefixes)]
 
     def has_code(self, *prefixes: str) -> bool:
-        return bool(self.coded(*prefixes, firm=False))
+        return bool(self.coded_with(*prefixes, firm=False))
 
     def of(self, kind: str, *assertions: str) -> list[Finding]:
         wanted = assertions or ("affirmed",)
@@ -320,7 +330,7 @@ class Findings:
 
 
 def gather_findings(record: PatientRecord, reader: TextReader, value_sets: ValueSets,
-                    terminology: Terminology) -> Findings:
+                    terminology: Terminology, deadline: Deadline | None = None) -> Findings:
     findings = Findings(record)
     ranks = _encounter_ranks(record)
     for condition in record.conditions:
@@ -330,8 +340,8 @@ def gather_findings(record: PatientRecord, reader: TextReader, value_sets: Value
             if kind and findings.conditions[-1].current:
                 ref = f"Condition/{condition.id}"
                 text = coding.display or (condition.code.text or kind)
-                findings.text.append(Finding(kind, "affirmed", None, None, False, False, text,
-                                             Evidence(ref, "code", text, "affirmed")))
+                findings.coded.append(Finding(kind, "affirmed", None, None, False, False, text,
+                                              Evidence(ref, "code", text, "affirmed")))
     report_refs = set()
     for report in record.diagnostic_reports:
         ref = f"DiagnosticReport/{report.id}"
@@ -348,13 +358,20 @@ def gather_findings(record: PatientRecord, reader: TextReader, value_sets: Value
     for order in record.draft_orders:
         findings.orders.append(_draft_order(order, record, terminology))
 
-    labels = _code_labels(record, terminology)
-    for source in record.texts:
-        if source.element == "code.text" and source.text.strip().lower() in labels.get(source.reference, ()):
-            continue  # a label that only repeats its code's display documents nothing beyond the code
-        if source.reference.startswith("ServiceRequest/"):
-            continue  # an order's reason is the claim being checked, not evidence for it
-        findings.text.extend(reader.read(source, from_report=source.reference in report_refs))
+    def read_text() -> list[Finding]:
+        labels = _code_labels(record, terminology)
+        found: list[Finding] = []
+        for source in record.texts:
+            if deadline is not None:
+                deadline.check()
+            if source.element == "code.text" and source.text.strip().lower() in labels.get(source.reference, ()):
+                continue  # a label that only repeats its code's display documents nothing beyond the code
+            if source.reference.startswith("ServiceRequest/"):
+                continue  # an order's reason is the claim being checked, not evidence for it
+            found.extend(reader.read(source, from_report=source.reference in report_refs))
+        return found
+
+    findings.read_text = read_text
     return findings
 
 

@@ -1,11 +1,17 @@
-"""A hook call, start to finish: request → FHIR record → findings → rules → cards."""
+"""A hook call, start to finish: request → FHIR record → findings → rules → cards.
+
+One budget (SPINE_CDS_HOOK_DEADLINE) covers the whole call. FHIR fetches share it: required
+data not fetched within it is a 412. When reading the text or running the rules would go past
+it, the answer is {"cards": []}: a late card is worse than none inside a clinician's click. The
+timeout is logged with the hookInstance and counted in the database.
+"""
 from __future__ import annotations
 
 import logging
 
-from .deadline import Deadline
-from .hook_request import parse_hook_request
+from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
+from .hook_request import parse_hook_request
 from .record import build_record
 from .rules import RuleContext, evaluate
 from .services import CdsService
@@ -15,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def answer_hook(runtime, service: CdsService, body) -> dict:
     request = parse_hook_request(body, service)
-    deadline = Deadline(runtime.settings.fhir_deadline)
+    deadline = Deadline(runtime.settings.hook_deadline)
     reader = runtime.fhir.reader(request.fhir, deadline)
     if request.fhir.server and reader is None:
         log.warning("hookInstance=%s fhirServer is not on the allowlist: not contacted", request.hook_instance)
@@ -25,10 +31,16 @@ def answer_hook(runtime, service: CdsService, body) -> dict:
         log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
                  request.hook_instance, service.id, deadline.elapsed_ms())
         raise
-    findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology)
+    findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
     context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
-    cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
-             for card in evaluate(findings, context)]
+    try:
+        cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
+                 for card in evaluate(findings, context, deadline)]
+    except DeadlineExceeded:
+        log.warning("hookInstance=%s service=%s deadline of %.0f ms exceeded (%.1f ms): answered no cards",
+                    request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
+        runtime.store.record_timeout(service.id, request.hook_instance, deadline.elapsed_ms())
+        return {"cards": []}
     runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
                                 runtime.catalogue.contract["extension_key"])
     response: dict = {"cards": cards}

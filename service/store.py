@@ -56,6 +56,15 @@ feedback = Table(
     Index("ix_feedback_card_uuid", "card_uuid"),
 )
 
+hook_timeouts = Table(
+    "hook_timeouts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service_id", String(64), nullable=False),
+    Column("hook_instance", String(64), nullable=False),
+    Column("elapsed_ms", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 jwt_replay = Table(
     "jwt_replay", metadata,
     Column("token_key", String(64), primary_key=True),  # sha256(iss | jti)
@@ -126,6 +135,11 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(self._insert_ignoring_duplicates(issued_cards), rows)
 
+    def record_timeout(self, service_id: str, hook_instance: str, elapsed_ms: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(hook_timeouts.insert().values(service_id=service_id, hook_instance=hook_instance,
+                                                       elapsed_ms=int(elapsed_ms), at=utcnow()))
+
     # ---------------------------------------------------------------- feedback
     def store_feedback(self, service_id: str, items: list[dict]) -> dict:
         """Store each item once. Returns counts and the card uuids we never issued."""
@@ -190,6 +204,16 @@ class Store:
             inserted = conn.execute(self._insert_ignoring_duplicates(jwt_replay).returning(jwt_replay.c.token_key),
                                     {"token_key": key, "expires_at": expires_at}).first()
             return inserted is not None
+
+    def stats(self) -> dict:
+        with self.engine.connect() as conn:
+            by_rule = {row.rule: row.n for row in conn.execute(
+                select(issued_cards.c.rule, func.count().label("n")).group_by(issued_cards.c.rule))}
+            outcomes = {row.outcome: row.n for row in conn.execute(
+                select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
+            timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
+        return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "feedback": outcomes,
+                "hookTimeouts": timeouts}
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]

@@ -43,7 +43,7 @@ def _route_record(fhir, conditions=None):
 @pytest.fixture
 def served(make_app, serve, fhir_server):
     def start(**overrides):
-        settings = {"fhir_allowlist": [fhir_server.base], "fhir_deadline": 2.0,
+        settings = {"fhir_allowlist": [fhir_server.base], "hook_deadline": 2.0,
                     "fhir_read_timeout": 0.5, "fhir_connect_timeout": 0.5}
         settings.update(overrides)
         return serve(make_app(**settings))
@@ -183,7 +183,7 @@ def test_slow_server_is_cut_by_the_timeout_within_the_deadline(served, fhir_serv
     _route_record(fhir_server)
     fhir_server.route("Condition", searchset(), delay=3.0)
     started = time.monotonic()
-    response = _post(served(fhir_read_timeout=0.3, fhir_deadline=1.0), _bare_request(fhir_server.base))
+    response = _post(served(fhir_read_timeout=0.3, hook_deadline=1.0), _bare_request(fhir_server.base))
     elapsed = time.monotonic() - started
     assert response.status_code == 412
     assert "timeout" in response.json()["issue"][0]["diagnostics"]

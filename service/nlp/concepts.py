@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 try:  # the standard library's own regular-expression parser, to find what every match must contain
@@ -29,8 +30,7 @@ class LexiconError(ValueError):
     """A lexicon file that does not follow its schema: refused at load, with the reason."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     finding: str
     start: int
     end: int

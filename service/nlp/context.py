@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from .concepts import KNOWLEDGE, LexiconError, Target, lower_same_length
@@ -40,8 +41,7 @@ class ContextRule:
     example_assertion: str
 
 
-@dataclass(frozen=True)
-class Trigger:
+class Trigger(NamedTuple):
     rule: ContextRule
     start: int
     end: int

@@ -12,7 +12,7 @@ M54.12 C3 and below).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 OAA = "occipito-atlanto-axial"
 CERVICAL = "cervical"
@@ -50,8 +50,7 @@ _GENERIC = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class LevelMention:
+class LevelMention(NamedTuple):
     start: int
     end: int
     text: str

@@ -47,12 +47,15 @@ def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS):
     return register
 
 
-def evaluate(findings, context: RuleContext) -> list[Card]:
-    """All cards of the rules that run at this hook, in rule-id order."""
+def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
+    """All cards of the rules that run at this hook, in rule-id order (the budget checked
+    between rules: DeadlineExceeded when it is spent)."""
     cards: list[Card] = []
     for rule_id in sorted(RULES):
         entry = RULES[rule_id]
         if context.hook in entry.hooks:
+            if deadline is not None:
+                deadline.check()
             cards.extend(entry.check(findings, context))
     return cards
 

@@ -147,11 +147,12 @@ def order_fixes(facts: Findings, members) -> list[tuple[object, str, str]]:
     Condition to ORD-DIAGNOSIS when an order being signed rests on it (one proposal, one card).
     """
     relevant = members("craniocervical-surgery") | members("advanced-cervical-imaging") | members("c1-c2-injection")
+    candidates = [o for o in facts.orders if set(o.cpt) & relevant and set(o.reason_codes) & set(SUPPORTED_FOR_ORDERS)]
+    if not candidates:
+        return []
     supported = {"M43.11": slip_region(facts) == OAA, "M54.11": radiculopathy_region(facts) == OAA}
     fixes = []
-    for order in facts.orders:
-        if not set(order.cpt) & relevant:
-            continue
+    for order in candidates:
         for reason in order.reason_codes:
             target = SUPPORTED_FOR_ORDERS.get(reason)
             if target and supported[target]:

@@ -22,7 +22,7 @@ RA_CODES = ("M05", "M06", "M08", "M45")
 
 
 def _m54(facts: Findings, firm: bool = True):
-    return [c for c in facts.coded("M54.1", firm=firm) if c.code != "M54.1"]
+    return [c for c in facts.coded_with("M54.1", firm=firm) if c.code != "M54.1"]
 
 
 def _m54_11(facts: Findings, firm: bool = True):
@@ -95,6 +95,8 @@ def _cervicalgia(facts: Findings) -> list[Finding]:
 # ------------------------------------------------------------------- the rules
 @rule("RAD-SPECIFICITY")
 def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m54(facts):
+        return []
     region = radiculopathy_region(facts)
     if region is None:
         return []
@@ -121,6 +123,8 @@ def _generic_only(facts: Findings) -> list[Finding]:
 
 @rule("RAD-GENERIC-LEVEL")
 def rad_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m54_11(facts):
+        return []
     generic = _generic_only(facts)
     if not generic or _reroutes(facts):
         return []
@@ -132,6 +136,8 @@ def rad_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("RAD-OCCIPITAL-NEURALGIA")
 def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m54_11(facts):
+        return []
     found = _occipital_neuralgia(facts)
     if not found or facts.has_code("M54.81"):
         return []
@@ -141,6 +147,8 @@ def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("RAD-CERVICALGIA")
 def rad_cervicalgia(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m54_11(facts):
+        return []
     found = _cervicalgia(facts)
     if not found or facts.has_code("M54.2"):
         return []
@@ -162,7 +170,7 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                                notes=[n.note for n in ctx.terminology.excludes1_between("M54.11", code)])
             card.variant = variant
             cards.append(card)
-        for other in facts.coded("M79.2", "G54.2"):
+        for other in facts.coded_with("M79.2", "G54.2"):
             notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", other.code)]
             cards.append(Card(
                 rule="RAD-EXCLUDES", variant="conflict",
@@ -189,7 +197,7 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not m54:
         return []
     condition = m54[0]
-    ra_coded = facts.coded(*RA_CODES)
+    ra_coded = facts.coded_with(*RA_CODES)
     if ra_coded:
         ra = ra_coded[0]
         if condition.rank is None or ra.rank is None or ra.rank < condition.rank:

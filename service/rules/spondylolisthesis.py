@@ -22,7 +22,7 @@ M43_1 = "M43.1"
 
 
 def _m43(facts: Findings, firm: bool = True):
-    return [c for c in facts.coded(M43_1, firm=firm) if c.code != M43_1]
+    return [c for c in facts.coded_with(M43_1, firm=firm) if c.code != M43_1]
 
 
 # ------------------------------------------------------------ trauma analysis
@@ -128,18 +128,20 @@ def congenital_slip(facts: Findings) -> list[Finding]:
 
 def _acute_s_code(facts: Findings):
     """Conditions coded with an initial-encounter S12.0-/S12.1-/S13.11-/S13.12- (the acute injury)."""
-    return [c for c in facts.coded("S12.0", "S12.1", "S13.11", "S13.12") if c.code[-1] in "AB"]
+    return [c for c in facts.coded_with("S12.0", "S12.1", "S13.11", "S13.12") if c.code[-1] in "AB"]
 
 
 def _changes_code(facts: Findings, ctx: RuleContext) -> bool:
     """The slip's code will change for trauma or congenital origin: other M43 cards stay silent."""
     return traumatic_slip(facts, ctx) is not None or bool(congenital_slip(facts)) \
-        or bool(facts.coded("Q76.2")) or bool(_acute_s_code(facts))
+        or bool(facts.coded_with("Q76.2")) or bool(_acute_s_code(facts))
 
 
 # ------------------------------------------------------------------- the rules
 @rule("SPL-SPECIFICITY")
 def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m43(facts):
+        return []
     region = slip_region(facts)
     if region is None or _changes_code(facts, ctx):
         return []
@@ -157,6 +159,8 @@ def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("SPL-GENERIC-LEVEL")
 def spl_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m43(facts):
+        return []
     found = slips(facts)
     if not found or documented_region(found) is not None or _changes_code(facts, ctx):
         return []
@@ -174,6 +178,8 @@ def spl_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("SPL-TRAUMA")
 def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m43(facts):
+        return []
     slip = traumatic_slip(facts, ctx)
     if slip is None or _acute_s_code(facts):
         return []
@@ -203,8 +209,10 @@ def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("SPL-CONGENITAL")
 def spl_congenital(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m43(facts):
+        return []
     found = congenital_slip(facts)
-    if not found or facts.coded("Q76.2"):
+    if not found or facts.coded_with("Q76.2"):
         return []
     return [recode_card("SPL-CONGENITAL", facts, ctx, c, "Q76.2", evidence_of(found)) for c in _m43(facts)]
 
@@ -221,6 +229,8 @@ def _imaging_confirms_slip(facts: Findings) -> bool:
 @rule("SPL-DOCS")
 def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     """M43.11 coded (or about to be: the slip is documented at C0-C2), and what supports it is missing."""
+    if not _m43(facts, firm=False):
+        return []
     region = slip_region(facts)
     coded = [c for c in _m43(facts, firm=False) if c.code == "M43.11"]
     proposed = region == OAA and bool(_m43(facts))
@@ -288,9 +298,11 @@ def _additional(facts: Findings, ctx: RuleContext, kind: str, code: str, found: 
 
 @rule("SPL-EXCLUDES")
 def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
+    if not _m43(facts) or not (facts.coded_with("Q76.2") or _acute_s_code(facts)):
+        return []
     cards = []
     for m43 in _m43(facts):
-        for other in facts.coded("Q76.2"):
+        for other in facts.coded_with("Q76.2"):
             congenital, acquired = congenital_slip(facts), facts.of("acquired")
             keep_congenital = bool(congenital) and not acquired
             keep_acquired = bool(acquired) and not congenital
