@@ -304,11 +304,20 @@ class Findings:
 
     # Queries the rules share.
     def current(self, firm: bool = True) -> list[CodedCondition]:
-        return [c for c in self.conditions if c.current and (c.firm or not firm) and c.code]
+        return self._current_firm if firm else self._current_all
+
+    @cached_property
+    def _current_firm(self) -> list[CodedCondition]:
+        return [c for c in self.conditions if c.current and c.firm and c.code]
+
+    @cached_property
+    def _current_all(self) -> list[CodedCondition]:
+        return [c for c in self.conditions if c.current and c.code]
 
     def coded_with(self, *prefixes: str, firm: bool = True) -> list[CodedCondition]:
-        return [c for c in self.current(firm)
-                if any(c.code.replace(".", "").startswith(p.replace(".", "")) for p in prefixes)]
+        """Current Conditions whose ICD-10-CM code is, or falls under, one of the prefixes."""
+        bare = _bare(prefixes)
+        return [c for c in self.current(firm) if c.code.replace(".", "").startswith(bare)]
 
     def has_code(self, *prefixes: str) -> bool:
         return bool(self.coded_with(*prefixes, firm=False))
@@ -327,6 +336,11 @@ class Findings:
     @cached_property
     def encounter_ranks(self) -> dict[str, int]:
         return {c.reference: c.rank for c in self.conditions if c.rank is not None}
+
+
+@functools.lru_cache(maxsize=1024)
+def _bare(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p.replace(".", "") for p in prefixes)
 
 
 def gather_findings(record: PatientRecord, reader: TextReader, value_sets: ValueSets,

@@ -65,10 +65,8 @@ def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
         if ctx.terminology.exists(condition.code):
             first_of_code.setdefault(condition.code, condition)  # a code coded twice is one code
     for a, b in combinations(first_of_code.values(), 2):
-        if _family_pair(a.code, b.code):
-            continue
         notes = ctx.terminology.excludes1_between(a.code, b.code)
-        if not notes:
+        if not notes or _family_pair(a.code, b.code):
             continue
         cards.append(Card(
             rule="TAB-EXCLUDES1",
