@@ -94,14 +94,25 @@ def _segment_region(upper: tuple[str, int], lower: tuple[str, int]) -> str | Non
             ("L", "L"): LUMBAR, ("L", "S"): LUMBOSACRAL, ("S", "S"): SACRAL}.get(pair)
 
 
+_DIGIT = re.compile(r"\d")
+_NAMED_HINTS = ("atlant", "occipit", "cranio", "odontoid", "dens", "atlas", "c0", "lateral mass", "axis")
+_GENERIC_HINTS = ("cervic", "thorac", "lumb", "sacr", "neck")
+
+
 def find_levels(sentence: str) -> list[LevelMention]:
+    """Every level mention of a sentence. Each pattern runs only when the sentence has what it
+    needs (a digit, or one of its words): most sentences have none, and the tests are cheaper."""
     mentions: list[LevelMention] = []
     taken: list[tuple[int, int]] = []
+    lowered = sentence.lower()
+    has_digit = _DIGIT.search(sentence) is not None
+    has_named = any(h in lowered for h in _NAMED_HINTS)
+    has_generic = any(h in lowered for h in _GENERIC_HINTS)
 
     def free(start: int, end: int) -> bool:
         return all(end <= s or start >= e for s, e in taken)
 
-    for m in _PAIR.finditer(sentence):
+    for m in _PAIR.finditer(sentence) if has_digit else ():
         if m.group("ao"):
             upper = ("C", 0)
         else:
@@ -119,12 +130,12 @@ def find_levels(sentence: str) -> list[LevelMention]:
         mentions.append(LevelMention(m.start(), m.end(), m.group(), region, region, True))
         taken.append((m.start(), m.end()))
 
-    for m in _NAMED_OAA.finditer(sentence):
+    for m in _NAMED_OAA.finditer(sentence) if has_named or has_digit else ():
         if free(m.start(), m.end()):
             mentions.append(LevelMention(m.start(), m.end(), m.group(), OAA, OAA, True))
             taken.append((m.start(), m.end()))
 
-    for m in _SINGLE.finditer(sentence):
+    for m in _SINGLE.finditer(sentence) if has_digit else ():
         if not free(m.start(), m.end()):
             continue
         vertebra = _vertebra(m.group("l"), int(m.group("n")))
@@ -134,7 +145,7 @@ def find_levels(sentence: str) -> list[LevelMention]:
                                      _root_region(vertebra), True))
         taken.append((m.start(), m.end()))
 
-    for m in _GENERIC.finditer(sentence):
+    for m in _GENERIC.finditer(sentence) if has_generic else ():
         if not free(m.start(), m.end()):
             continue
         word = m.group("region").lower()
