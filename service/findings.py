@@ -158,10 +158,10 @@ class TextReader:
         candidates = self.concepts.candidates(text, lowered)
         if not candidates:
             return ()
-        matches = self.concepts.matches_in(text, lowered, candidates)
+        spans = split_sentences(text)
+        matches = self.concepts.matches_in(text, lowered, candidates, spans)
         if not matches:
             return ()
-        spans = split_sentences(text)
         starts = [s for s, _ in spans]
         by_sentence: dict[int, list[Target]] = {}
         for match in matches:

@@ -1,6 +1,7 @@
 """Finding targets in a sentence, from the reviewable lexicon `service/knowledge/concepts.toml`."""
 from __future__ import annotations
 
+import bisect
 import re
 import tomllib
 from dataclasses import dataclass
@@ -58,12 +59,14 @@ class Concept:
             return False
         return any(phrase.lower() in lowered for phrase in self.context)
 
-    def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True):
+    def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True,
+                start: int = 0, end: int | None = None):
+        end = len(sentence) if end is None else end
         for regex, on_lower, bounded in self.scans:
             if not (use_lower if on_lower else use_cased):
                 continue
             text = lowered if on_lower else sentence
-            for m in regex.finditer(text):
+            for m in regex.finditer(text, start, end):
                 start = m.start()
                 # a leading \b moved out of the pattern (it stops the engine's fast skip-ahead)
                 if bounded and start and (text[start - 1].isalnum() or text[start - 1] == "_"):
@@ -162,16 +165,32 @@ class ConceptLexicon:
                                 else self.candidates(sentence, lowered))
         return [t for t in found if self.concepts[t.finding].accepts(t.text, sentence)]
 
-    def matches_in(self, text: str, lowered: str, candidates) -> list[Target]:
+    def matches_in(self, text: str, lowered: str, candidates, spans: list[tuple[int, int]] | None = None
+                   ) -> list[Target]:
         """Every match of the candidate concepts in a whole text, before the context checks of
-        ambiguous ones (which need the sentence): one scan per concept and text, not per sentence."""
+        ambiguous ones (which need the sentence). With the sentence spans, a concept is scanned
+        only in the sentences that hold one of its anchors: a match contains an anchor and never
+        crosses a sentence end, so no match is lost, and most of the text is never scanned."""
         found = []
+        starts = [s for s, _ in spans] if spans else None
         for concept, lower, cased in candidates:
             use_lower = lower is None or bool(lower)
             use_cased = cased is None or bool(cased)
-            for start, end in concept.matches(text, lowered, use_lower, use_cased):
-                if end > start:
-                    found.append(Target(concept.finding, start, end, text[start:end]))
+            if spans is None or lower is None or cased is None:
+                windows = [(0, len(text))]
+            else:
+                hit: set[int] = set()
+                for anchors, haystack in ((lower, lowered), (cased, text)):
+                    for anchor in anchors:
+                        i = haystack.find(anchor)
+                        while i >= 0:
+                            hit.add(bisect.bisect_right(starts, i) - 1)
+                            i = haystack.find(anchor, i + 1)
+                windows = [spans[i] for i in sorted(hit) if i >= 0]
+            for lo, hi in windows:
+                for start, end in concept.matches(text, lowered, use_lower, use_cased, lo, hi):
+                    if end > start:
+                        found.append(Target(concept.finding, start, end, text[start:end]))
         return sorted(found, key=lambda t: (t.start, -t.end))
 
 
