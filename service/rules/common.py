@@ -173,3 +173,14 @@ def recode_card(rule_id: str, facts: Findings, ctx, condition, target: str, evid
         suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
                                 is_recommended=recommended)],
     )
+
+
+def specificity_cards(rule_id: str, facts: Findings, ctx, conditions, target: str, evidence: list[Finding],
+                      skip=lambda condition: False, **values) -> list[Card]:
+    """Recode each Condition of `conditions` to the documented `target`, except those already
+    right, those an order being signed rests on (ORD-DIAGNOSIS proposes for them: one proposal,
+    one card) and those `skip` leaves to another rule."""
+    left_to_orders = {c for order, _, _ in order_fixes(facts, ctx.value_sets.members) for c in order.reason_conditions}
+    return [recode_card(rule_id, facts, ctx, c, target, evidence_of(evidence), **values)
+            for c in conditions
+            if c.code != target and c.reference not in left_to_orders and not skip(c)]

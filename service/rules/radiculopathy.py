@@ -15,8 +15,8 @@ from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import RuleContext, rule
-from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, order_fixes, radicular,
-                     radiculopathy_region, recode_card, remove_condition, resequence, slips)
+from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
+                     recode_card, remove_condition, resequence, slips, specificity_cards)
 
 RA_CODES = ("M05", "M06", "M08", "M45")
 
@@ -100,18 +100,11 @@ def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     region = radiculopathy_region(facts)
     if region is None:
         return []
-    target = f"M54.1{REGION_DIGIT[region]}"
-    left_to_orders = {c for order, reason, _ in order_fixes(facts, ctx.value_sets.members) for c in order.reason_conditions}
-    cards = []
-    for condition in _m54(facts):
-        if condition.code == target or condition.reference in left_to_orders:
-            continue
-        if condition.code == "M54.11" and _reroutes(facts):
-            continue  # RAD-EXCLUDES / -OCCIPITAL-NEURALGIA / -CERVICALGIA send M54.11 elsewhere
-        found = [f for f in radicular(facts) if f.region == region]
-        cards.append(recode_card("RAD-SPECIFICITY", facts, ctx, condition, target, evidence_of(found),
-                                 region=REGION_LABEL[region], level=found[0].level))
-    return cards
+    found = [f for f in radicular(facts) if f.region == region]
+    # RAD-EXCLUDES / -OCCIPITAL-NEURALGIA / -CERVICALGIA send M54.11 elsewhere
+    return specificity_cards("RAD-SPECIFICITY", facts, ctx, _m54(facts), f"M54.1{REGION_DIGIT[region]}", found,
+                             skip=lambda c: c.code == "M54.11" and _reroutes(facts),
+                             region=REGION_LABEL[region], level=found[0].level)
 
 
 def _generic_only(facts: Findings) -> list[Finding]:

@@ -16,7 +16,7 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, documented_region, evidence_of, in_region, new_condition,
-                     order_fixes, recode_card, recode_condition, remove_condition, slip_region, slips)
+                     recode_card, recode_condition, remove_condition, slip_region, slips, specificity_cards)
 
 M43_1 = "M43.1"
 
@@ -145,16 +145,9 @@ def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     region = slip_region(facts)
     if region is None or _changes_code(facts, ctx):
         return []
-    target = f"M43.1{REGION_DIGIT[region]}"
-    left_to_orders = {c for order, reason, _ in order_fixes(facts, ctx.value_sets.members) for c in order.reason_conditions}
-    cards = []
-    for condition in _m43(facts):
-        if condition.code == target or condition.reference in left_to_orders:
-            continue
-        evidence = in_region(slips(facts), region) if region != "multiple" else [f for f in slips(facts) if f.specific]
-        cards.append(recode_card("SPL-SPECIFICITY", facts, ctx, condition, target, evidence_of(evidence),
-                                 region=REGION_LABEL[region], level=evidence[0].level if evidence else region))
-    return cards
+    evidence = in_region(slips(facts), region) if region != "multiple" else [f for f in slips(facts) if f.specific]
+    return specificity_cards("SPL-SPECIFICITY", facts, ctx, _m43(facts), f"M43.1{REGION_DIGIT[region]}", evidence,
+                             region=REGION_LABEL[region], level=evidence[0].level if evidence else region)
 
 
 @rule("SPL-GENERIC-LEVEL")
