@@ -19,7 +19,9 @@ from .services import CdsService
 log = logging.getLogger(__name__)
 
 
-def answer_hook(runtime, service: CdsService, body) -> dict:
+def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
+    """The hook's answer. `defer(fn)` runs fn after the answer is sent (the HTTP layer passes
+    it): the record of issued cards is written then, off the clinician's wait."""
     request = parse_hook_request(body, service)
     deadline = Deadline(runtime.settings.hook_deadline)
     reader = runtime.fhir.reader(request.fhir, deadline)
@@ -41,8 +43,11 @@ def answer_hook(runtime, service: CdsService, body) -> dict:
                     request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
         runtime.store.record_timeout(service.id, request.hook_instance, deadline.elapsed_ms())
         return {"cards": []}
-    runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
-                                runtime.catalogue.contract["extension_key"])
+    if cards:
+        def write_issued() -> None:
+            runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
+                                        runtime.catalogue.contract["extension_key"])
+        (defer or (lambda fn: fn()))(write_issued)
     response: dict = {"cards": cards}
     degraded = _degraded(record)
     if degraded:

@@ -29,6 +29,7 @@ def test_within_the_deadline_the_cards_come(make_app):
     app = make_app(hook_deadline=5)
     response = app.test_client().post("/cds-services/spine-coding-encounter-sign", json=fresh(load_fixture(VIGNETTE)))
     assert [c["extension"]["spine-coding-cds"]["rule"] for c in response.get_json()["cards"]] == ["SPL-SPECIFICITY"]
+    response.close()
     stats = app.test_client().get("/stats").get_json()
     assert stats["cardsByRule"] == {"SPL-SPECIFICITY": 1} and stats["hookTimeouts"] == 0
 

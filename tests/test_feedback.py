@@ -48,6 +48,8 @@ def test_feedback_is_tied_to_the_rule_that_issued_the_card(feedback_app, order_s
     response = client.post(ORDER_SIGN, json=order_sign_request)
     card = response.get_json()["cards"][0]
     store = feedback_app.extensions["spine_cds"].store
+    assert store.issued_rows() == []  # written after the response is sent, off the clinician's wait
+    response.close()  # what the WSGI server does once the body is sent
     issued = store.issued_rows()
     assert [(r["card_uuid"], r["rule"], r["kind"], r["hook_instance"]) for r in issued] == [
         (card["uuid"], "ORD-DIAGNOSIS", "medical-necessity", order_sign_request["hookInstance"])]
@@ -119,3 +121,20 @@ def test_override_reason_display_is_optional_inbound(client):
     item = _item("c", overrideReason={"reason": {"code": "already-addressed",
                                                  "system": "urn:spine-coding-cds:override-reason"}})
     assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 200
+
+
+@pytest.mark.served
+def test_over_http_the_issued_cards_are_recorded_after_the_answer(make_app, serve, order_sign_request):
+    import time
+
+    import requests
+
+    app = make_app()
+    instance = serve(app)
+    response = requests.post(instance.url + ORDER_SIGN, json=order_sign_request, timeout=10)
+    card = response.json()["cards"][0]
+    store = app.extensions["spine_cds"].store
+    deadline = time.monotonic() + 5
+    while not store.issued_rows() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r["card_uuid"] for r in store.issued_rows()] == [card["uuid"]]

@@ -1,6 +1,8 @@
 """Discovery and service calls: GET /cds-services, POST /cds-services/{id}."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, jsonify
 
 from ..errors import Problem
@@ -9,6 +11,7 @@ from ..services import SERVICES
 from .common import json_body, require_jwt, runtime
 
 blueprint = Blueprint("hooks", __name__)
+log = logging.getLogger(__name__)
 blueprint.before_request(require_jwt)
 
 
@@ -22,4 +25,18 @@ def call_service(service_id: str):
     service = SERVICES.get(service_id)
     if service is None:
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}; see GET /cds-services")
-    return jsonify(answer_hook(runtime(), service, json_body()))
+    deferred = []
+    response = jsonify(answer_hook(runtime(), service, json_body(), defer=deferred.append))
+    for work in deferred:
+        response.call_on_close(_logged(work))
+    return response
+
+
+def _logged(work):
+    """After the response: a failure is logged (type only), it cannot change the answer any more."""
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the client has its cards; keep the worker alive
+            log.error("recording issued cards failed after the response: %s", type(exc).__name__)
+    return run
