@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 RECORD_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "DiagnosticReport",
                 "DocumentReference", "ServiceRequest")
 _MODELS = {name: get_fhir_model_class(name) for name in RECORD_TYPES}
+# The JSON keys each model knows ("class", "_status" ...): any other key makes the entry invalid.
+_KNOWN_KEYS = {name: {f.alias or n for n, f in model.model_fields.items()} | {"resourceType"}
+               for name, model in _MODELS.items()}
+# What the rules read from the models (texts and attachments are read from the raw JSON). Only
+# these are validated by the model: the rest of a resource costs nothing to parse, and a value
+# no rule reads cannot make a card wrong. Unknown keys are still refused (above).
+_READ = {
+    "Patient": {"id"},
+    "Condition": {"id", "clinicalStatus", "verificationStatus", "category", "code", "recordedDate",
+                  "onsetDateTime", "subject", "encounter"},
+    "DiagnosticReport": {"id", "status", "code", "conclusion", "effectiveDateTime", "subject"},
+    "Procedure": {"id", "status", "code", "performedDateTime", "performedPeriod", "subject"},
+    "DocumentReference": {"id", "status", "subject", "content"},
+    "Encounter": {"id", "status", "class", "diagnosis", "subject", "period"},
+    "ServiceRequest": {"id", "status", "intent", "code", "subject", "reasonCode", "reasonReference"},
+}
 
 
 @dataclass(frozen=True)
@@ -228,9 +244,12 @@ class _ParseCache:
 _CACHE = _ParseCache()
 
 
-def _without_attachment_data(resource: dict) -> dict:
-    """The resource as the model validates it: attachment `data` left out, because the text is
-    read from the raw JSON by a strict decoder (the model's is lenient and costs half the parse)."""
+def _as_validated(resource: dict) -> dict:
+    """The part of the resource the model validates: the elements the rules read, without
+    attachment `data` (the text is read from the raw JSON by a strict decoder; the model's is
+    lenient and cost half the parse)."""
+    read = _READ[resource["resourceType"]]
+    resource = {k: v for k, v in resource.items() if k in read or k == "resourceType"}
     if resource.get("resourceType") == "DiagnosticReport" and resource.get("presentedForm"):
         resource = dict(resource)
         resource["presentedForm"] = [{k: v for k, v in a.items() if k != "data"} if isinstance(a, dict) else a
@@ -255,8 +274,12 @@ def _parse(record: PatientRecord, resource: dict, where: str):
     model = _CACHE.get(key) if key else None
     if model is not None:
         return model
+    unknown = sorted(k for k in resource if k not in _KNOWN_KEYS[resource["resourceType"]])
+    if unknown:
+        record.skipped.append(RecordProblem(where, "invalid FHIR R4: unknown element " + ", ".join(unknown[:5])))
+        return None
     try:
-        model = model_class.model_validate(_without_attachment_data(resource))
+        model = model_class.model_validate(_as_validated(resource))
     except ValidationError as exc:
         # Field paths and error types only: pydantic's messages quote the input values.
         paths = sorted({".".join(str(p) for p in err["loc"]) or "(resource)" for err in exc.errors()})
