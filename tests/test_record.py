@@ -200,3 +200,13 @@ def test_charset_and_line_wrapped_base64():
     assert decode_text("text/plain; charset=ISO-8859-1", data).startswith("Névralgie occipitale")
     assert decode_text("image/png", data) is None
     assert decode_text("text/plain; charset=no-such-charset", b"abc") == "abc"
+
+
+def test_unknown_elements_make_a_resource_invalid_but_unread_ones_are_not_validated(order_sign_request):
+    conditions = order_sign_request["prefetch"]["conditions"]["entry"]
+    conditions.append({"resource": _condition("c-unknown", colour="red")})
+    conditions.append({"resource": _condition("c-meta", meta={"lastUpdated": "not a date"})})
+    record = _record(order_sign_request)
+    assert ("Condition/c-unknown", "invalid FHIR R4: unknown element colour") in \
+        {(p.reference, p.problem) for p in record.skipped}
+    assert "c-meta" in [c.id for c in record.conditions]  # meta is read by no rule
