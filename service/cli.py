@@ -137,6 +137,9 @@ def _serve(args) -> int:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)  # request lines go through our own privacy-safe log
+            # Room for a bearer token up to our own limit, so an oversized one gets our JSON 401
+            # rather than gunicorn's plain-text 400.
+            self.cfg.set("limit_request_field_size", 32768)
             self.cfg.set("post_fork", lambda server, worker: runtime.store.after_fork())
 
         def load(self):

@@ -38,15 +38,17 @@ def _jwk(public_key, kid: str, alg: str) -> dict:
 class Client:
     """A CDS client with its keys: signs tokens the way an EHR (or an attacker) would."""
 
-    def __init__(self):
+    def __init__(self, base: str = BASE, iss: str = ISS):
+        self.base, self.iss = base, iss
         self.ec_key = ec.generate_private_key(ec.SECP384R1())
         self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.jwks = {"keys": [_jwk(self.ec_key.public_key(), "ec-1", "ES384"),
                               _jwk(self.rsa_key.public_key(), "rsa-1", "RS384")]}
 
-    def claims(self, aud=BASE + DISCOVERY, **overrides) -> dict:
+    def claims(self, **overrides) -> dict:
+        """Claims for the discovery endpoint; an override of None drops the claim."""
         now = int(time.time())
-        claims = {"iss": ISS, "aud": aud, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}
+        claims = {"iss": self.iss, "aud": self.base + DISCOVERY, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
 
@@ -183,7 +185,7 @@ FORGERIES = {
     "expired": lambda e: e.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 3900),
     "issued in the future": lambda e: e.token(iat=int(time.time()) + 3600, exp=int(time.time()) + 3900),
     "lifetime too long": lambda e: e.token(exp=int(time.time()) + 86400 * 30),
-    "wrong aud": lambda e: e.token(aud=BASE + "/cds-services/spine-coding-order-sign"),
+    "wrong aud": lambda e: e.token(aud=e.base + "/cds-services/spine-coding-order-sign"),
     "aud of another host": lambda e: e.token(aud="https://evil.test/cds-services"),
     "untrusted iss": lambda e: e.token(iss="https://evil.test"),
     "unknown kid": lambda e: e.token(kid="nope"),
