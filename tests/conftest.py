@@ -85,3 +85,13 @@ def database_url(request, tmp_path):
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """(engine, schema, url) on a fresh schema of the test PostgreSQL, or a skip that says why."""
+    engine, schema, url = _postgres_schema_url()
+    yield engine, schema, url
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
