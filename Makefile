@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench check-config clean
+.PHONY: run test bench harden check-config clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,6 @@ clean:
 
 bench: $(STAMP)  ## benchmark: spine-cds serve vs the bare stack, figures against targets
 	$(BIN)/python bench/run.py
+
+harden: $(STAMP)  ## hardening report: attacks, fuzzing, faults, load and crash, log privacy
+	$(BIN)/python hardening/report.py

@@ -111,6 +111,10 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
     else:
         _check_context(service, context, bad)
 
+    if "extension" in body and not isinstance(body["extension"], dict):
+        # its content is ignored, but CDS Hooks fixes its form: "a pre-coordinated JSON object"
+        bad("extension", "extension must be an object")
+
     prefetch = body.get("prefetch")
     if prefetch is None:
         prefetch = {}

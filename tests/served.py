@@ -42,10 +42,12 @@ class Gunicorn:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
+                healthy = requests.get(self.url + "/healthz", timeout=1).status_code == 200
             except requests.ConnectionError:
-                time.sleep(0.1)
+                healthy = False
+            if healthy and len(self.workers_pids()) == self.workers:  # every worker booted
+                return
+            time.sleep(0.1)
         raise RuntimeError("server not ready in 60 s")
 
     def workers_pids(self) -> list[int]:

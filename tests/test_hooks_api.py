@@ -142,6 +142,7 @@ def _expressions(response) -> set[str]:
                         fhirAuthorization={"access_token": "t", "token_type": "MAC"}),
      "fhirAuthorization.token_type"),
     (lambda b: b.update(prefetch=[1]), "prefetch"),
+    (lambda b: b.update(extension=5), "extension"),
     (lambda b: b["prefetch"].update(conditions="Condition?patient=1"), "prefetch.conditions"),
 ])
 def test_malformed_fields_are_400_naming_the_field(client, order_sign_request, mutate, field):

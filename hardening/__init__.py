@@ -1,0 +1,1 @@
+"""The hardening report: `make harden` (see README, Hardening)."""

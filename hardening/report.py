@@ -1,0 +1,87 @@
+"""Hardening report: attacks tried and refused, fuzz cases and 5xx, FHIR faults and hangs,
+feedback acknowledged and lost under load and crash, canaries in the logs.
+
+    make harden     # or: .venv/bin/python hardening/report.py [--quick]
+
+Runs the hardening tests with larger counts (fuzz examples, a 60 s load per database), then
+prints their figures and writes hardening/results/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+TESTS = ["tests/test_attacks.py", "tests/test_jwt.py", "tests/test_fuzz.py", "tests/test_faults.py",
+         "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="suite-sized counts (fuzz 120 examples, 12 s load)")
+    parser.add_argument("--out", type=Path, default=ROOT / "hardening" / "results" / "latest.json")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.setdefault("SPINE_CDS_TEST_FUZZ_EXAMPLES", "120" if args.quick else "500")
+    env.setdefault("SPINE_CDS_TEST_LOAD_SECONDS", "12" if args.quick else "60")
+    for old in ARTIFACTS.glob("*.json"):
+        old.unlink()
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *TESTS],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    tail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    report = {"tests": tail, "passed": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
+              "fuzz_examples_per_operation": int(env["SPINE_CDS_TEST_FUZZ_EXAMPLES"]),
+              "load_seconds": float(env["SPINE_CDS_TEST_LOAD_SECONDS"])}
+    for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql"):
+        path = ARTIFACTS / f"{name}.json"
+        report[name] = json.loads(path.read_text()) if path.exists() else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    if result.returncode != 0:
+        print("\n" + result.stdout[-4000:], file=sys.stderr)
+    print(f"\nJSON: {args.out}", file=sys.stderr)
+    return result.returncode
+
+
+def render(r: dict) -> str:
+    lines = [f"Spine Coding CDS hardening report — {r['tests']} ({r['seconds']} s)", ""]
+    a = r["attacks"] or {}
+    lines.append(f"token attacks (served, 2 workers)   tried {a.get('tried', '-')}, refused {a.get('refused', '-')}, "
+                 f"accepted {a.get('accepted', '-')} (plus the JWT unit suite)")
+    f = r["fuzz-counts"] or {}
+    total = (f.get("schemathesis") or 0) + (f.get("hypothesis") or 0)
+    lines.append(f"fuzzing (served)                    {total} requests: schemathesis {f.get('schemathesis', '-')}, "
+                 f"hypothesis {f.get('hypothesis', '-')}; 5xx 0 and every error an OperationOutcome"
+                 if r["passed"] else f"fuzzing: {total} requests; FAILED, see the output")
+    x = r["faults"] or {}
+    lines.append(f"failing FHIR servers (served)       faults {x.get('faults', '-')}, answered within the budget "
+                 f"{x.get('answered_in_budget', '-')}, hangs {x.get('hangs', '-')}, "
+                 f"worker restarts {x.get('worker_restarts', '-')}")
+    lines.append("SSRF                                fhirServer and jku off the allowlist: the canary socket "
+                 "received 0 connections" if r["passed"] else "SSRF: see the test output")
+    for backend in ("sqlite", "postgresql"):
+        d = r[f"load-crash-{backend}"]
+        if d is None:
+            lines.append(f"load and crash ({backend:<10})      not run (see the skip reason)")
+            continue
+        lines.append(f"load and crash ({backend:<10})      {d['clients']} clients {d['seconds']:.0f} s: "
+                     f"{d['requests']} requests, 5xx outside the kill {d['server_errors_outside_kill']}, "
+                     f"connection errors during kill/restart {d['connection_errors_during_kill_or_restart']} "
+                     f"(outside {d['connection_errors_outside']}), feedback acknowledged "
+                     f"{d['feedback_acknowledged']} / in the database {d['feedback_in_database']}, "
+                     f"integrity {d['integrity']}")
+    lines.append("clinical text, JWTs, tokens in logs 0 canaries found (81 vignettes x 4 levels, and a served "
+                 "instance at DEBUG)" if r["passed"] else "log privacy: see the test output")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
