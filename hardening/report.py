@@ -33,7 +33,7 @@ def main() -> int:
     for old in ARTIFACTS.glob("*.json"):
         old.unlink()
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *TESTS],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", *TESTS],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     tail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     report = {"tests": tail, "passed": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
@@ -46,7 +46,8 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
     if result.returncode != 0:
-        print("\n" + result.stdout[-4000:], file=sys.stderr)
+        failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        print("\n" + "\n".join(failed) + "\n\n" + result.stdout[-6000:], file=sys.stderr)
     print(f"\nJSON: {args.out}", file=sys.stderr)
     return result.returncode
 

@@ -182,7 +182,8 @@ class TokenVerifier:
 
 def _find_key(key_set: dict, kid: str, alg: str):
     family = {"ES": "EC", "RS": "RSA", "PS": "RSA"}[alg[:2]]
-    for jwk in key_set.get("keys") or []:
+    keys = key_set.get("keys") if isinstance(key_set, dict) else None
+    for jwk in keys if isinstance(keys, list) else []:
         if not isinstance(jwk, dict) or jwk.get("kid") != kid:
             continue
         if jwk.get("kty") != family:

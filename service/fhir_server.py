@@ -83,7 +83,7 @@ class FhirReader:
         return self.follow_pages(bundle)
 
     def follow_pages(self, bundle: dict) -> dict:
-        entries = list(bundle.get("entry") or [])
+        entries = [e for e in _list(bundle.get("entry"))]
         pages = 1
         next_url = _next_link(bundle)
         while next_url:
@@ -92,7 +92,7 @@ class FhirReader:
             page = self._get_json(self._resolve(next_url))
             if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
                 raise FhirUnavailable("a next page was not a Bundle")
-            entries.extend(page.get("entry") or [])
+            entries.extend(_list(page.get("entry")))
             pages += 1
             next_url = _next_link(page)
         merged = {k: v for k, v in bundle.items() if k not in ("entry", "link")}
@@ -162,8 +162,12 @@ class FhirReader:
             raise FhirUnavailable("invalid JSON") from None
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _next_link(bundle: dict) -> str | None:
-    for link in bundle.get("link") or []:
+    for link in _list(bundle.get("link")):
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None

@@ -169,8 +169,14 @@ def _fetch(spec, request: HookRequest, reader: FhirReader) -> dict | None:
     return reader.search(url) if spec.is_search else reader.read(url)
 
 
+def listed(value) -> list:
+    """An element that should be an array, as one: anything else (a string, a number, an object
+    sent by a broken client) counts as no items rather than breaking the call."""
+    return value if isinstance(value, list) else []
+
+
 def _has_next(bundle: dict) -> bool:
-    return any(isinstance(link, dict) and link.get("relation") == "next" for link in bundle.get("link") or [])
+    return any(isinstance(link, dict) and link.get("relation") == "next" for link in listed(bundle.get("link")))
 
 
 def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | None) -> None:
@@ -178,8 +184,8 @@ def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | No
         return
     resource_type, patient_id = spec.resource_type, record.patient_id
     if data.get("resourceType") == "Bundle":
-        resources = [e.get("resource") for e in data.get("entry") or [] if isinstance(e, dict)]
-        if data.get("link") and _has_next(data):
+        resources = [e.get("resource") for e in listed(data.get("entry")) if isinstance(e, dict)]
+        if _has_next(data):
             record.unavailable.setdefault(spec.key, "only the first page was available")
     else:
         resources = [data]
@@ -308,21 +314,21 @@ def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | N
     code = resource.get("code")
     if isinstance(code, dict):
         add("code.text", code.get("text"))
-    for n, note in enumerate(resource.get("note") or []):
+    for n, note in enumerate(listed(resource.get("note"))):
         if isinstance(note, dict):
             add(f"note[{n}].text", note.get("text"))
     if rtype == "DiagnosticReport":
         add("conclusion", resource.get("conclusion"))
-        for n, attachment in enumerate(resource.get("presentedForm") or []):
+        for n, attachment in enumerate(listed(resource.get("presentedForm"))):
             add(f"presentedForm[{n}]", _attachment_text(record, ref, f"presentedForm[{n}]", attachment, reader))
     elif rtype == "DocumentReference":
         add("description", resource.get("description"))
-        for n, content in enumerate(resource.get("content") or []):
+        for n, content in enumerate(listed(resource.get("content"))):
             if isinstance(content, dict):
                 element = f"content[{n}].attachment"
                 add(element, _attachment_text(record, ref, element, content.get("attachment"), reader))
     elif rtype == "ServiceRequest":
-        for n, reason in enumerate(resource.get("reasonCode") or []):
+        for n, reason in enumerate(listed(resource.get("reasonCode"))):
             if isinstance(reason, dict):
                 add(f"reasonCode[{n}].text", reason.get("text"))
 

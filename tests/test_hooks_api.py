@@ -224,3 +224,21 @@ def test_malformed_bodies_never_500(client, raw):
         assert body["issue"] and all(i["diagnostics"] for i in body["issue"])
     else:
         assert isinstance(body["cards"], list)
+
+
+@pytest.mark.parametrize("element,value", [("link", 7), ("entry", 7), ("link", "next"), ("entry", {"a": 1})])
+def test_bundle_elements_of_the_wrong_form_are_no_items(client, order_sign_request, element, value):
+    """Found by the fuzzer: a Bundle whose link or entry is not an array broke the call."""
+    order_sign_request["prefetch"]["diagnosticReports"][element] = value
+    response = client.post(ORDER_SIGN, json=order_sign_request)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("element,value", [("note", 5), ("presentedForm", "x"), ("content", 3)])
+def test_unread_arrays_of_the_wrong_form_do_not_break_the_call(client, order_sign_request, element, value):
+    resource = {"note": order_sign_request["prefetch"]["conditions"]["entry"][0]["resource"],
+                "presentedForm": order_sign_request["prefetch"]["diagnosticReports"]["entry"][0]["resource"],
+                "content": order_sign_request["prefetch"]["documentReferences"]["entry"][0]["resource"]}[element]
+    resource[element] = value
+    response = client.post(ORDER_SIGN, json=order_sign_request)
+    assert response.status_code == 200
