@@ -44,10 +44,12 @@ def main() -> int:
         report[name] = json.loads(path.read_text()) if path.exists() else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    (args.out.parent / "pytest-output.txt").write_text(result.stdout + result.stderr)
     print(render(report))
     if result.returncode != 0:
         failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-        print("\n" + "\n".join(failed) + "\n\n" + result.stdout[-6000:], file=sys.stderr)
+        print("\n" + "\n".join(failed) + f"\n(the whole output: {args.out.parent / 'pytest-output.txt'})",
+              file=sys.stderr)
     print(f"\nJSON: {args.out}", file=sys.stderr)
     return result.returncode
 

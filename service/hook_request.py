@@ -60,6 +60,10 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
 
     if not isinstance(body, dict):
         raise Problem.of(400, "structure", "the request body must be a JSON object", "$")
+    for name in ("hook", "hookInstance", "context", "fhirServer", "fhirAuthorization", "prefetch", "extension"):
+        if name in body and body[name] is None:
+            # CDS Hooks: an element "SHALL NOT be null"; an optional one without a value is omitted
+            bad(name, f"{name} must not be null: omit it when it has no value")
 
     hook = body.get("hook")
     if "hook" not in body:
@@ -76,7 +80,7 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
         bad("hookInstance", "hookInstance must be a UUID string")
 
     fhir_server = body.get("fhirServer")
-    if fhir_server is not None:
+    if fhir_server is not None or "fhirServer" in body:
         if not isinstance(fhir_server, str) or urlsplit(fhir_server).scheme not in ("http", "https") \
                 or not urlsplit(fhir_server).netloc:
             bad("fhirServer", "fhirServer must be an absolute http(s) URL")
@@ -84,7 +88,7 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
 
     token = None
     authz = body.get("fhirAuthorization")
-    if authz is not None:
+    if authz is not None or "fhirAuthorization" in body:
         if not isinstance(authz, dict):
             bad("fhirAuthorization", "fhirAuthorization must be an object")
         else:
@@ -100,6 +104,9 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
             if "expires_in" in authz and (not isinstance(authz["expires_in"], int)
                                           or isinstance(authz["expires_in"], bool)):
                 bad("fhirAuthorization.expires_in", "expires_in must be an integer number of seconds")
+            for name in ("scope", "subject", "patient"):
+                if name in authz and not isinstance(authz[name], str):
+                    bad(f"fhirAuthorization.{name}", f"{name} must be a string")
 
     context = body.get("context")
     if "context" not in body:
@@ -116,7 +123,7 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
         bad("extension", "extension must be an object")
 
     prefetch = body.get("prefetch")
-    if prefetch is None:
+    if prefetch is None:  # absent (a null was refused above)
         prefetch = {}
     elif not isinstance(prefetch, dict):
         bad("prefetch", "prefetch must be an object of prefetch keys")
@@ -140,9 +147,12 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
 def _check_context(service: CdsService, context: dict, bad) -> None:
     for spec in service.context:
         where = f"context.{spec.name}"
-        if spec.name not in context or context[spec.name] is None:
+        if spec.name not in context:
             if spec.required:
                 bad(where, f"{spec.name} is required by the {service.hook} hook", "required")
+            continue
+        if context[spec.name] is None:
+            bad(where, f"{spec.name} must not be null: omit it when it has no value")
             continue
         value = context[spec.name]
         if spec.kind == "id":

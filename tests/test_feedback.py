@@ -138,3 +138,16 @@ def test_over_http_the_issued_cards_are_recorded_after_the_answer(make_app, serv
     while not store.issued_rows() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [r["card_uuid"] for r in store.issued_rows()] == [card["uuid"]]
+
+
+@pytest.mark.parametrize("item,field", [
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z", "overrideReason": None},
+     "feedback[0].overrideReason"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+      "overrideReason": {"userComment": None}}, "feedback[0].overrideReason.userComment"),
+])
+def test_null_feedback_elements_are_refused(client, item, field):
+    """Found by the fuzzer: a null overrideReason was taken for an absent one."""
+    response = client.post(FEEDBACK, json={"feedback": [item]})
+    assert response.status_code == 400
+    assert field in {e for i in response.get_json()["issue"] for e in i.get("expression", [])}

@@ -242,3 +242,18 @@ def test_unread_arrays_of_the_wrong_form_do_not_break_the_call(client, order_sig
     resource[element] = value
     response = client.post(ORDER_SIGN, json=order_sign_request)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("field", ["fhirServer", "fhirAuthorization", "prefetch", "extension"])
+def test_null_optional_elements_are_refused(client, order_sign_request, field):
+    """CDS Hooks: elements SHALL NOT be null; an optional element without a value is omitted."""
+    order_sign_request[field] = None
+    response = client.post(ORDER_SIGN, json=order_sign_request)
+    assert response.status_code == 400
+    assert field in _expressions(response)
+
+
+def test_null_context_field_is_refused(client, order_sign_request):
+    order_sign_request["context"]["encounterId"] = None
+    response = client.post(ORDER_SIGN, json=order_sign_request)
+    assert response.status_code == 400 and "context.encounterId" in _expressions(response)

@@ -57,7 +57,8 @@ def parse_feedback(body) -> list[dict]:
 def _item_issues(item, where: str) -> list[Issue]:
     if not isinstance(item, dict):
         return [Issue("structure", "a feedback item must be an object", where)]
-    issues = []
+    issues = [Issue("invalid", f"{name} must not be null: omit it when it has no value", f"{where}.{name}")
+              for name, value in item.items() if value is None]
     card = item.get("card")
     if not isinstance(card, str) or not card or len(card) > 64:
         issues.append(Issue("required", "card must be the card's uuid", f"{where}.card"))
@@ -83,6 +84,8 @@ def _item_issues(item, where: str) -> list[Issue]:
         if not isinstance(reason, dict):
             issues.append(Issue("invalid", "overrideReason must be an object", f"{where}.overrideReason"))
         else:
+            issues += [Issue("invalid", f"{name} must not be null", f"{where}.overrideReason.{name}")
+                       for name, value in reason.items() if value is None]
             coding = reason.get("reason")
             # display is optional inbound: the spec's own example and the sandbox omit it.
             if coding is not None and not (isinstance(coding, dict) and isinstance(coding.get("code"), str)

@@ -104,6 +104,12 @@ def _hook_request(service: CdsService) -> dict:
         "properties": {
             "hook": {"type": "string", "enum": [service.hook]},
             "hookInstance": {"type": "string", "format": "uuid"},
+            "fhirServer": {"type": "string", "format": "uri"},
+            "fhirAuthorization": {"type": "object", "required": ["access_token", "token_type"], "properties": {
+                "access_token": {"type": "string", "minLength": 1},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"}, "scope": {"type": "string"}, "subject": {"type": "string"},
+                "patient": {"type": "string"}}},
             "context": _context_schema(service),
             "prefetch": {"type": "object", "additionalProperties": {
                 "type": "object", "nullable": True, "required": ["resourceType"],
