@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from .auth import TokenVerifier
 from .cards import CardCatalogue
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
 from .fhir_server import FhirServerPolicy
 from .findings import TextReader, ValueSets
@@ -37,6 +37,10 @@ class Runtime:
     reader: TextReader
     value_sets: ValueSets
 
+    def is_silent(self, rule_id: str) -> bool:
+        """Silent mode: the rule runs and what it would say is recorded, but no card is shown."""
+        return "*" in self.settings.silent_rules or rule_id in self.settings.silent_rules
+
     def rules_base_url(self) -> str:
         return self.settings.public_base_url or request.host_url
 
@@ -59,7 +63,9 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
         reader=TextReader(),
         value_sets=ValueSets(),
     )
-    load_rules()
+    unknown = sorted(set(settings.silent_rules) - set(load_rules()) - {"*"})
+    if unknown:
+        raise ConfigError([f"SPINE_CDS_SILENT_RULES: no rule {', '.join(unknown)} (the rules are listed at /rules)"])
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -43,11 +43,15 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
                     request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
         runtime.store.record_timeout(service.id, request.hook_instance, deadline.elapsed_ms())
         return {"cards": []}
+    key = runtime.catalogue.contract["extension_key"]
+    silent = [c for c in cards if runtime.is_silent(c["extension"][key]["rule"])]
+    shown = [c for c in cards if not runtime.is_silent(c["extension"][key]["rule"])]
     if cards:
         def write_issued() -> None:
-            runtime.store.record_issued(service.id, service.hook, request.hook_instance, cards,
-                                        runtime.catalogue.contract["extension_key"])
+            runtime.store.record_issued(service.id, service.hook, request.hook_instance, shown, key)
+            runtime.store.record_issued(service.id, service.hook, request.hook_instance, silent, key, silent=True)
         (defer or (lambda fn: fn()))(write_issued)
+    cards = shown
     response: dict = {"cards": cards}
     degraded = _degraded(record)
     if degraded:

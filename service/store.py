@@ -32,6 +32,8 @@ issued_cards = Table(
     Column("suggestion_uuids", Text, nullable=False),  # JSON array
     Column("proposed_codes", Text, nullable=False),    # JSON array
     Column("issued_at", DateTime(timezone=True), nullable=False),
+    # silent mode: the rule ran and this is what it would have said; the EHR was shown nothing
+    Column("silent", Boolean, nullable=False, server_default=text("false")),
     Index("ix_issued_cards_issued_at", "issued_at"),
     Index("ix_issued_cards_rule", "rule"),
 )
@@ -94,6 +96,22 @@ class Store:
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a database was created (there are no migrations yet): added in place,
+        with their defaults, so an existing database keeps its data."""
+        from sqlalchemy import inspect
+        inspector = inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        default = f" DEFAULT {column.server_default.arg.text}" if column.server_default is not None else ""
+                        null = " NOT NULL" if not column.nullable and default else ""
+                        conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}{null}'))
 
     def after_fork(self) -> None:
         """Each gunicorn worker opens its own connections (pools must not cross a fork)."""
@@ -113,7 +131,7 @@ class Store:
 
     # ------------------------------------------------------------ issued cards
     def record_issued(self, service_id: str, hook: str, hook_instance: str, cards: list[dict],
-                      extension_key: str) -> None:
+                      extension_key: str, silent: bool = False) -> None:
         if not cards:
             return
         now = utcnow()
@@ -131,6 +149,7 @@ class Store:
                 "suggestion_uuids": json.dumps([s["uuid"] for s in card.get("suggestions", [])]),
                 "proposed_codes": json.dumps(payload["proposedCodes"]),
                 "issued_at": now,
+                "silent": silent,
             })
         with self.engine.begin() as conn:
             conn.execute(self._insert_ignoring_duplicates(issued_cards), rows)
@@ -208,12 +227,16 @@ class Store:
     def stats(self) -> dict:
         with self.engine.connect() as conn:
             by_rule = {row.rule: row.n for row in conn.execute(
-                select(issued_cards.c.rule, func.count().label("n")).group_by(issued_cards.c.rule))}
+                select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(False))
+                .group_by(issued_cards.c.rule))}
+            silent = {row.rule: row.n for row in conn.execute(
+                select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(True))
+                .group_by(issued_cards.c.rule))}
             outcomes = {row.outcome: row.n for row in conn.execute(
                 select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
             timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
-        return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "feedback": outcomes,
-                "hookTimeouts": timeouts}
+        return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "silentCardsByRule": silent,
+                "feedback": outcomes, "hookTimeouts": timeouts}
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]
