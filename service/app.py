@@ -72,8 +72,9 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     app.json.sort_keys = False
     app.extensions["spine_cds"] = runtime
 
-    from .api import analytics, feedback, health, hooks, openapi, rule_pages, stats
+    from .api import analytics, feedback, health, hooks, openapi, playground, rule_pages, stats
     app.register_blueprint(hooks.blueprint)
+    app.register_blueprint(playground.blueprint)
     app.register_blueprint(analytics.blueprint)
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(stats.blueprint)

@@ -95,6 +95,8 @@ class Settings:
     fhir_max_pages: int = field(default=10, metadata={"help": "most searchset pages followed per prefetch key"})
     fhir_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"help": "most bytes read from FHIR per call"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    playground: bool = field(
+        default=False, metadata={"help": "serve the playground at / even with authentication on"})
     silent_rules: tuple[str, ...] = field(
         default=(), metadata={"help": "rule ids that run silently (recorded, not shown; comma separated; * for all)"})
 
