@@ -27,12 +27,19 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("check-config", help="validate the configuration and print it")
 
+    audit = commands.add_parser("audit", help="run the rules over FHIR Bundles or a Bulk Data export (NDJSON)")
+    audit.add_argument("path", type=Path, help="a Bundle (.json), an .ndjson file, or a folder of them")
+    audit.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.html")
+    audit.add_argument("--workers", type=int, help="processes (default: one per core)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "audit":
+            return _audit(args)
         return _check_config()
     except ConfigError as exc:
         print(f"spine-cds: {exc}", file=sys.stderr)
@@ -93,6 +100,18 @@ def _as_text(answer: dict) -> str:
         for suggestion in card.get("suggestions", []):
             lines.append(f"  suggestion: {suggestion['label']}")
     return "\n".join(lines)
+
+
+def _audit(args) -> int:
+    from .audit import run
+
+    if not args.path.exists():
+        print(f"spine-cds: no such file or folder: {args.path}", file=sys.stderr)
+        return 2
+    summary = run(args.path, args.out, args.workers)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out / 'audit.csv'} and {args.out / 'audit.html'}", file=sys.stderr)
+    return 0
 
 
 def warm_up(app) -> None:

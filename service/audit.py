@@ -1,0 +1,212 @@
+"""`spine-cds audit PATH`: the rules over past records — FHIR Bundles or a Bulk Data export.
+
+How many past encounters would a rule have caught? The export is read in a first pass that only
+notes, per patient, where each of their resources lies (file and byte offset); then each patient's
+record is read back alone, split by encounter, and run through the same pipeline as a hook call
+(`encounter-sign`). Memory holds one patient's record per worker; patients are spread over the
+cores. Output: a CSV of every card and an HTML summary (counts per rule and kind, examples with
+their evidence). The audit output quotes clinical evidence: keep it where the records are kept.
+
+The per-patient step, `audit_patient(resources)`, is a pure function of one patient's resources,
+so a distributed engine can run it where one machine is not enough, e.g. with Spark:
+`rdd.map(parse).keyBy(patient_of).groupByKey().flatMap(lambda kv: audit_patient(list(kv[1])))`, or a
+Dask bag `.groupby(patient_of).starmap(...)`; each executor calls `init_worker()` once.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+COLUMNS = ["patient", "encounter", "rule", "kind", "indicator", "summary", "current_codes", "proposed_codes",
+           "missing_documentation", "evidence"]
+_APP = None
+
+
+# ------------------------------------------------------------------ reading the export
+def index(path: Path) -> tuple[dict[str, list[tuple[str, int]]], int]:
+    """Patient → [(file, offset)] of their resources, and the number of resources. Offsets only:
+    the content is read again per patient."""
+    files = sorted(path.glob("**/*")) if path.is_dir() else [path]
+    patients: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    count = 0
+    for file in files:
+        if file.suffix == ".ndjson":
+            with open(file, "rb") as fh:
+                offset = 0
+                for line in fh:
+                    if line.strip():
+                        resource = json.loads(line)
+                        patients[patient_of(resource) or "(no patient)"].append((str(file), offset))
+                        count += 1
+                    offset += len(line)
+        elif file.suffix == ".json":
+            bundle = json.loads(file.read_text())
+            entries = bundle.get("entry", []) if bundle.get("resourceType") == "Bundle" else [{"resource": bundle}]
+            for n, entry in enumerate(entries):
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(resource, dict):
+                    patients[patient_of(resource) or "(no patient)"].append((str(file), -1 - n))
+                    count += 1
+    return dict(patients), count
+
+
+def patient_of(resource: dict) -> str | None:
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    for key in ("subject", "patient"):
+        reference = (resource.get(key) or {}).get("reference", "") if isinstance(resource.get(key), dict) else ""
+        if "Patient/" in reference:
+            return reference.rsplit("Patient/", 1)[1]
+    return None
+
+
+def read_resources(places: list[tuple[str, int]]) -> list[dict]:
+    out, bundles = [], {}
+    for file, offset in places:
+        if offset >= 0:
+            with open(file, "rb") as fh:
+                fh.seek(offset)
+                out.append(json.loads(fh.readline()))
+        else:
+            if file not in bundles:
+                bundles = {file: json.loads(Path(file).read_text())}  # one bundle held at a time
+            entries = bundles[file].get("entry", [{"resource": bundles[file]}]) \
+                if bundles[file].get("resourceType") == "Bundle" else [{"resource": bundles[file]}]
+            out.append(entries[-1 - offset]["resource"])
+    return out
+
+
+# ------------------------------------------------------------------ one patient
+def init_worker() -> None:
+    """One app per worker process: terminology, lexicons and templates loaded once, nothing stored."""
+    global _APP
+    from .app import create_app
+    _APP = create_app({"database_url": "sqlite://", "log_level": "ERROR"})
+
+
+def _encounter_of(resource: dict) -> str | None:
+    candidates = [resource.get("encounter")] + [
+        e for e in ((resource.get("context") or {}).get("encounter") or []) if isinstance(e, dict)]
+    for ref in candidates:
+        reference = (ref or {}).get("reference", "") if isinstance(ref, dict) else ""
+        if "Encounter/" in reference:
+            return reference.rsplit("Encounter/", 1)[1]
+    return None
+
+
+def audit_patient(resources: list[dict]) -> list[dict]:
+    """The cards the rules give for each encounter of one patient (rows of the CSV)."""
+    from .api.playground import hook_request_from_bundle
+    from .errors import Problem
+    from .pipeline import answer_hook
+    from .services import ENCOUNTER_SIGN
+
+    if _APP is None:
+        init_worker()
+    runtime = _APP.extensions["spine_cds"]
+    patient = next((patient_of(r) for r in resources if patient_of(r)), "(no patient)")
+    encounters = {r["id"]: r for r in resources if r.get("resourceType") == "Encounter" and r.get("id")}
+    groups: dict[str | None, list[dict]] = defaultdict(list)
+    shared = []
+    for resource in resources:
+        if resource.get("resourceType") == "Encounter":
+            continue
+        encounter = _encounter_of(resource)
+        (groups[encounter] if encounter else shared).append(resource)
+    keys = list(groups) or [None]
+    rows = []
+    for encounter in keys:
+        record = groups.get(encounter, []) + shared + ([encounters[encounter]] if encounter in encounters else [])
+        bundle = {"resourceType": "Bundle", "entry": [{"resource": r} for r in record]}
+        body = hook_request_from_bundle(bundle, "encounter-sign")
+        body["context"].setdefault("encounterId", encounter or "unknown")
+        if encounter not in encounters:
+            body["prefetch"]["encounter"] = None
+        body["hookInstance"] = str(uuid.uuid4())
+        try:
+            with _APP.test_request_context():
+                answer = answer_hook(runtime, ENCOUNTER_SIGN, body)
+        except Problem as problem:
+            rows.append({"patient": patient, "encounter": encounter or "", "rule": "(not evaluated)",
+                         "summary": "; ".join(i.diagnostics for i in problem.issues)})
+            continue
+        for card in answer["cards"]:
+            payload = card["extension"]["spine-coding-cds"]
+            rows.append({
+                "patient": patient, "encounter": encounter or "", "rule": payload["rule"],
+                "kind": card["source"]["topic"]["code"], "indicator": card["indicator"], "summary": card["summary"],
+                "current_codes": " ".join(payload["currentCodes"]), "proposed_codes": " ".join(payload["proposedCodes"]),
+                "missing_documentation": " ".join(payload.get("missingDocumentation", [])),
+                "evidence": " | ".join(f'{e["reference"]}: {e["text"]}' for e in payload["evidence"]),
+            })
+    return rows
+
+
+def _job(places: list[tuple[str, int]]) -> list[dict]:
+    return audit_patient(read_resources(places))
+
+
+# ------------------------------------------------------------------ the whole export
+def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) -> dict:
+    started = time.monotonic()
+    patients, resources = index(path)
+    out.mkdir(parents=True, exist_ok=True)
+    counts_rule: Counter = Counter()
+    counts_kind: Counter = Counter()
+    examples: dict[str, list[dict]] = defaultdict(list)
+    done = cards = 0
+    workers = workers or os.cpu_count() or 1
+    jobs = list(patients.values())
+    with open(out / "audit.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        context = mp.get_context("fork")
+        with context.Pool(workers, initializer=init_worker) as pool:
+            for rows in pool.imap_unordered(_job, jobs, chunksize=4):
+                done += 1
+                for row in rows:
+                    writer.writerow({k: row.get(k, "") for k in COLUMNS})
+                    if row["rule"] != "(not evaluated)":
+                        cards += 1
+                        counts_rule[row["rule"]] += 1
+                        counts_kind[row.get("kind", "")] += 1
+                        if len(examples[row["rule"]]) < 3:
+                            examples[row["rule"]].append(row)
+                if progress and (done % 10 == 0 or done == len(jobs)):
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    print(f"\raudit: patients {done}/{len(jobs)} ({100 * done // max(len(jobs), 1)} %), "
+                          f"cards {cards}, {rate:.1f} patients/s", end="", file=progress, flush=True)
+    if progress:
+        print(file=progress)
+    summary = {"patients": len(jobs), "resources": resources, "cards": cards, "by_rule": dict(counts_rule),
+               "by_kind": dict(counts_kind), "seconds": round(time.monotonic() - started, 2), "workers": workers}
+    (out / "audit.html").write_text(_html(summary, examples))
+    return summary
+
+
+def _html(summary: dict, examples: dict[str, list[dict]]) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(rule)}</td><td>{n}</td></tr>" for rule, n in
+                   sorted(summary["by_rule"].items(), key=lambda kv: -kv[1]))
+    kinds = "".join(f"<tr><td>{e(k)}</td><td>{n}</td></tr>" for k, n in sorted(summary["by_kind"].items()))
+    blocks = []
+    for rule, items in sorted(examples.items()):
+        lis = "".join(f"<li><b>{e(i['summary'])}</b><br><small>patient {e(i['patient'])}, encounter "
+                      f"{e(i['encounter'])}</small><br><q>{e(i['evidence'])}</q></li>" for i in items)
+        blocks.append(f"<h3>{e(rule)}</h3><ul>{lis}</ul>")
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Spine Coding CDS audit</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+td,th{{border-bottom:1px solid #dde;padding:.3rem .6rem;text-align:left}}table{{border-collapse:collapse}}</style></head><body>
+<h1>Audit</h1><p>{summary['patients']} patients, {summary['resources']} resources, {summary['cards']} cards
+in {summary['seconds']} s on {summary['workers']} workers.</p>
+<h2>Cards per rule</h2><table><tr><th>rule</th><th>cards</th></tr>{rows}</table>
+<h2>Cards per kind</h2><table><tr><th>kind</th><th>cards</th></tr>{kinds}</table>
+<h2>Examples with their evidence</h2>{''.join(blocks)}</body></html>"""
