@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench harden check-config clean
+.PHONY: run test bench harden browser check-config clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## set up and serve on 127.0.0.1:8080 (SPINE_CDS_HOST / SPINE_CDS_PORT)
 	$(BIN)/spine-cds serve
 
-test: $(STAMP)  ## set up and run the whole test suite
+browser:  ## Debian's Chromium and its driver, for the browser tests (skipped, saying so, without them)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+	    || echo "make: Chromium could not be installed here: the browser tests will be skipped"; }
+
+test: $(STAMP) browser  ## set up and run the whole test suite
 	$(BIN)/python -m pytest
 
 check-config: $(STAMP)

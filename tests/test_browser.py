@@ -1,0 +1,98 @@
+"""The playground and the analytics in a real browser: headless Chromium (Debian's chromium and
+chromium-driver, installed by `make test`) driven by Selenium. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from service import create_app
+
+from .support import ROOT, ServedApp
+
+pytestmark = pytest.mark.served
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER):
+    pytest.skip("Chromium and chromedriver are not installed (Debian packages chromium, chromium-driver; "
+                "`make test` installs them when it can): the browser tests did not run", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts"
+VIGNETTE = "vignettes/spl-trauma-fires-nondisplaced-type-ii-dens.json"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    app = create_app({"database_url": f"sqlite:///{tmp_path_factory.mktemp('browser') / 'b.sqlite3'}",
+                      "log_level": "ERROR"})
+    instance = ServedApp(app)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", f"--user-data-dir={profile}", "--window-size=1200,1600"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _submit(driver, button, wait_for: str):
+    """Click a form button and wait for the next page (a click does not wait for navigation)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 15).until(EC.staleness_of(page))
+    return WebDriverWait(driver, 15).until(EC.presence_of_element_located((By.CSS_SELECTOR, wait_for)))
+
+
+def _shot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def test_run_a_vignette_see_the_card_accept_it_and_see_the_count_change(served, browser):
+    browser.get(served.url + "/analytics")
+    before = int(browser.find_element(By.ID, "accepted").text)
+
+    browser.get(served.url + "/")
+    Select(browser.find_element(By.NAME, "service")).select_by_value("spine-coding-encounter-sign")
+    Select(browser.find_element(By.NAME, "vignette")).select_by_value(VIGNETTE)
+    card = _submit(browser, browser.find_element(By.ID, "run"), ".card.critical")
+    assert "S12.112A replaces M43.11" in card.find_element(By.CLASS_NAME, "summary").text
+    assert card.find_element(By.TAG_NAME, "mark").text == "Acute nondisplaced type II dens fracture."
+    _shot(browser, "playground-card")
+
+    assert "Feedback accepted" in _submit(browser, card.find_element(By.CLASS_NAME, "accept"), "#done").text
+
+    browser.get(served.url + "/analytics")
+    assert int(browser.find_element(By.ID, "accepted").text) == before + 1
+    assert "SPL-TRAUMA" in browser.find_element(By.TAG_NAME, "table").text
+    _shot(browser, "analytics")
+
+
+def test_dismiss_with_a_reason_shows_in_the_analytics(served, browser):
+    browser.get(served.url + "/")
+    Select(browser.find_element(By.NAME, "service")).select_by_value("spine-coding-encounter-sign")
+    Select(browser.find_element(By.NAME, "vignette")).select_by_value(
+        "vignettes/rad-cervicalgia-fires.json")
+    card = _submit(browser, browser.find_element(By.ID, "run"), ".card")
+    Select(card.find_element(By.NAME, "reason")).select_by_value("provider-will-be-queried")
+    assert "dismissed" in _submit(browser, card.find_element(By.CLASS_NAME, "dismiss"), "#done").text
+    browser.get(served.url + "/analytics")
+    assert "provider-will-be-queried" in browser.page_source
+    _shot(browser, "analytics-after-dismiss")
