@@ -18,6 +18,7 @@ if not (CHROMIUM and DRIVER):
                 "`make test` installs them when it can): the browser tests did not run", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -56,7 +57,15 @@ def _submit(driver, button, wait_for: str):
     """Click a form button and wait for the next page (a click does not wait for navigation)."""
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, 15).until(EC.staleness_of(page))
+
+    def left(_driver) -> bool:
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:  # stale, or a node of a page being replaced: the old page is gone
+            return True
+
+    WebDriverWait(driver, 15).until(left)
     return WebDriverWait(driver, 15).until(EC.presence_of_element_located((By.CSS_SELECTOR, wait_for)))
 
 
