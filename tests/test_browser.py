@@ -66,7 +66,8 @@ def _submit(driver, button, wait_for: str):
             return True
 
     WebDriverWait(driver, 15).until(left)
-    return WebDriverWait(driver, 15).until(EC.presence_of_element_located((By.CSS_SELECTOR, wait_for)))
+    return WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, wait_for)))
 
 
 def _shot(driver, name: str) -> None:
