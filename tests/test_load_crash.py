@@ -19,6 +19,8 @@ import pytest
 import requests
 import sqlalchemy
 
+from service.services import service_for_hook
+
 from .served import Gunicorn
 from .support import FIXTURES, ROOT
 
@@ -29,8 +31,7 @@ VIGNETTES = sorted((FIXTURES / "vignettes").glob("*.json"))
 
 
 def _service_path(body: dict) -> str:
-    return {"order-sign": "spine-coding-order-sign", "encounter-sign": "spine-coding-encounter-sign",
-            "encounter-discharge": "spine-coding-encounter-discharge"}[body["hook"]]
+    return service_for_hook(body["hook"]).id
 
 
 class Load:

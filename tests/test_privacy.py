@@ -49,6 +49,8 @@ def test_no_clinical_text_or_token_in_logs(make_app, caplog, capfd, level):
 # ------------------------------------------------------------- every vignette, every level
 import json as _json  # noqa: E402
 
+from service.services import service_for_hook  # noqa: E402
+
 from .served import Gunicorn  # noqa: E402
 from .support import FIXTURES  # noqa: E402
 
@@ -87,8 +89,7 @@ def test_no_canary_in_logs_over_every_vignette(make_app, caplog, capfd, level):
     with caplog.at_level(getattr(logging, level)):
         for path in VIGNETTE_FILES:
             body = _with_canaries(_json.loads(path.read_text()), token=ACCESS_TOKEN)
-            service = {"order-sign": "spine-coding-order-sign", "encounter-sign": "spine-coding-encounter-sign",
-                       "encounter-discharge": "spine-coding-encounter-discharge"}[body["hook"]]
+            service = service_for_hook(body["hook"]).id
             response = client.post(f"/cds-services/{service}", json=body)
             assert response.status_code in (200, 412)
             response.close()
@@ -113,8 +114,7 @@ def test_no_canary_or_token_in_the_served_log_at_debug(tmp_path):
 
         for path in VIGNETTE_FILES[:20]:
             body = _with_canaries(_json.loads(path.read_text()), token=ACCESS_TOKEN)
-            service = {"order-sign": "spine-coding-order-sign", "encounter-sign": "spine-coding-encounter-sign",
-                       "encounter-discharge": "spine-coding-encounter-discharge"}[body["hook"]]
+            service = service_for_hook(body["hook"]).id
             token = keys.token(aud=f"http://cds.test/cds-services/{service}")
             tokens.append(token)
             response = requests.post(f"{server.url}/cds-services/{service}", json=body,
