@@ -104,7 +104,7 @@ def _encounter_of(resource: dict) -> str | None:
 
 def audit_patient(resources: list[dict]) -> list[dict]:
     """The cards the rules give for each encounter of one patient (rows of the CSV)."""
-    from .api.playground import hook_request_from_bundle
+    from .bundles import hook_request_from_bundle
     from .errors import Problem
     from .pipeline import answer_hook
     from .services import ENCOUNTER_SIGN

@@ -68,7 +68,6 @@ class FhirReader:
         self.base = _normalise_base(access.server)
         self.deadline = deadline
         self.bytes_read = 0
-        self.requests_made = 0
 
     # ------------------------------------------------------------------ public
     def read(self, relative: str) -> dict | None:
@@ -122,7 +121,6 @@ class FhirReader:
         if remaining <= 0:
             raise FhirUnavailable("deadline reached")
         budget = self.policy.max_bytes - self.bytes_read
-        self.requests_made += 1
         try:
             with self.policy._session.get(
                 url,

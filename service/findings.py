@@ -373,9 +373,6 @@ class Findings:
     def studies_of(self, *kinds: str) -> list[Study]:
         return [s for s in self.studies if s.kind in kinds and s.status not in CANCELLED]
 
-    @cached_property
-    def encounter_ranks(self) -> dict[str, int]:
-        return {c.reference: c.rank for c in self.conditions if c.rank is not None}
 
 
 @functools.lru_cache(maxsize=1024)

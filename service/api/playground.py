@@ -17,6 +17,7 @@ import markdown
 from flask import Blueprint, redirect, render_template_string, request, url_for
 from markupsafe import Markup
 
+from ..bundles import hook_request_from_bundle
 from ..config import PROJECT_DIR
 from ..errors import Problem
 from ..pipeline import answer_hook
@@ -71,7 +72,7 @@ def run():
     except Problem as problem:
         return _render(error="; ".join(i.diagnostics for i in problem.issues), pasted=pasted, chosen=chosen,
                        service_id=service_id)
-    texts = _texts(body)
+    texts = _texts(body, service)
     cards = [_view(card, texts) for card in answer["cards"]]
     return _render(cards=cards, ran=True, pasted=pasted, chosen=chosen, service_id=service_id,
                    degraded=answer.get("extension"))
@@ -94,65 +95,17 @@ def feedback():
     return redirect(url_for("playground.page", done=done, stored=summary["stored"]))
 
 
-def hook_request_from_bundle(bundle: dict, hook: str) -> dict:
-    """A FHIR Bundle (a patient's export) as a hook request: its resources become the prefetch,
-    draft ServiceRequests the draftOrders."""
-    resources = [e.get("resource") for e in bundle.get("entry") or [] if isinstance(e, dict)]
-    resources = [r for r in resources if isinstance(r, dict) and isinstance(r.get("resourceType"), str)]
-    by_type: dict[str, list] = {}
-    for resource in resources:
-        by_type.setdefault(resource["resourceType"], []).append(resource)
-    patient = (by_type.get("Patient") or [{}])[0].get("id") or _subject_id(resources) or "unknown"
-    encounter = (by_type.get("Encounter") or [{}])[0].get("id")
+def _texts(body, service) -> dict[str, str]:
+    """Reference → the text the pipeline read from that resource (to show the evidence in place):
+    the same record assembly as the hook call, its parsed resources coming from the cache."""
+    from ..deadline import Deadline
+    from ..hook_request import parse_hook_request
+    from ..record import build_record
 
-    def searchset(kind):
-        return {"resourceType": "Bundle", "type": "searchset",
-                "entry": [{"resource": r} for r in by_type.get(kind, [])]}
-
-    prefetch = {"conditions": searchset("Condition"), "procedures": searchset("Procedure"),
-                "diagnosticReports": searchset("DiagnosticReport"),
-                "documentReferences": searchset("DocumentReference")}
-    if by_type.get("Patient"):
-        prefetch["patient"] = by_type["Patient"][0]
-    prefetch["encounter"] = by_type["Encounter"][0] if encounter else None
-    context = {"userId": "Practitioner/playground", "patientId": patient}
-    if encounter:
-        context["encounterId"] = encounter
-    if hook == "order-sign":
-        context["draftOrders"] = {"resourceType": "Bundle", "entry": [
-            {"resource": r} for r in by_type.get("ServiceRequest", []) if r.get("status") == "draft"]}
-    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
-
-
-def _subject_id(resources) -> str | None:
-    for resource in resources:
-        reference = (resource.get("subject") or {}).get("reference", "")
-        if reference.startswith("Patient/"):
-            return reference.split("/", 1)[1]
-    return None
-
-
-def _texts(body) -> dict[str, str]:
-    """Reference → the readable text of that resource, to show the evidence where it was read."""
-    from ..clinical_text import decode_base64, decode_text
+    record = build_record(parse_hook_request(body, service), None, Deadline(runtime().settings.hook_deadline))
     out: dict[str, list[str]] = {}
-    prefetch = body.get("prefetch") if isinstance(body, dict) else None
-    for value in (prefetch or {}).values():
-        entries = value.get("entry") if isinstance(value, dict) else None
-        for entry in entries if isinstance(entries, list) else []:
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(resource, dict):
-                continue
-            ref = f"{resource.get('resourceType')}/{resource.get('id')}"
-            parts = [resource.get("conclusion"), (resource.get("code") or {}).get("text")]
-            attachments = list(resource.get("presentedForm") or []) + [
-                c.get("attachment") for c in resource.get("content") or [] if isinstance(c, dict)]
-            for attachment in attachments:
-                if isinstance(attachment, dict) and isinstance(attachment.get("data"), str):
-                    data = decode_base64(attachment["data"])
-                    parts.append(decode_text(attachment.get("contentType"), data) if data else None)
-            parts += [n.get("text") for n in resource.get("note") or [] if isinstance(n, dict)]
-            out.setdefault(ref, []).extend(p for p in parts if isinstance(p, str) and p)
+    for source in record.texts:
+        out.setdefault(source.reference, []).append(source.text)
     return {ref: "\n".join(parts) for ref, parts in out.items()}
 
 
