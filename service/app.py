@@ -13,7 +13,8 @@ from .cards import CardCatalogue
 from .config import ConfigError, Settings
 from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
 from .fhir_server import FhirServerPolicy
-from .findings import TextReader, ValueSets
+from .nlp.reader import TextReader
+from .valuesets import ValueSets
 from .logs import configure as configure_logging, safe_exception
 from .rules import load_rules
 from .store import Store

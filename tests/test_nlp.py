@@ -6,20 +6,19 @@ import json
 
 import pytest
 
-from service.findings import TextReader
+from service.nlp.reader import Source, TextReader
 from service.nlp.concepts import ConceptLexicon, LexiconError
 from service.nlp.context import ContextLexicon
 from service.nlp.levels import (CERVICAL, CERVICOTHORACIC, LUMBAR, LUMBOSACRAL, MULTIPLE, OAA, THORACOLUMBAR,
                                 find_levels)
 from service.nlp.sentences import split_sentences
-from service.record import TextSource
 
 READER = TextReader()
 CONTEXT = READER.context
 
 
 def read(text: str):
-    return READER.read(TextSource("DocumentReference/n1", "content[0].attachment", text))
+    return READER.read(Source("DocumentReference/n1", "content[0].attachment", text, None, False))
 
 
 def finding(text: str, kind: str):

@@ -1,0 +1,110 @@
+"""What each finding is said to be: acute, chronic, old, sequela; traumatic; congenital, acquired.
+
+A modifier belongs to the finding it modifies, the nearest finding of its sentence that can carry
+one (`HEADS`), on either side, never across another such finding: "Acquired C1-C2 slip above a
+congenital C2-3 fusion" makes the slip acquired and the fusion congenital. And a cause belongs to
+the finding the note links it to ("radiculopathy secondary to C1-C2 facet arthropathy"): `links`.
+Both are linear: each modifier looks at its two neighbouring heads, each pair of neighbouring
+findings is tested once.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import tomllib
+from pathlib import Path
+
+from .concepts import KNOWLEDGE, LexiconError, Target
+
+# Findings a modifier can belong to.
+HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "radiculopathy",
+                   "myelopathy", "cord-compression", "spondylosis", "disc-disorder", "stenosis",
+                   "foraminal-stenosis", "occipital-neuralgia", "trauma"})
+# Causes and what they may cause, for `links`.
+CAUSES = frozenset({"spondylosis", "disc-disorder", "stenosis", "foraminal-stenosis", "instability",
+                    "rheumatoid-arthritis", "trauma", "fracture", "displacement", "dislocation"})
+EFFECTS = frozenset({"radiculopathy", "radicular-signs", "c1c2-radicular", "myelopathy", "cord-compression",
+                     "occipital-neuralgia", "axial-neck-pain"})
+# effect ... CONNECTOR ... cause ("radiculopathy due to stenosis"), and cause ... CONNECTOR ... effect
+_EFFECT_OF = re.compile(r"\b(?:due\s+to|secondary\s+to|caused\s+by|from|related\s+to|attributed\s+to|"
+                        r"attributable\s+to|as\s+a\s+result\s+of|because\s+of|resulting\s+from|in\s+the\s+setting\s+of|"
+                        r"owing\s+to|from\s+the|by)\b|\b2/2\b|\bd/t\b", re.IGNORECASE)
+_CAUSING = re.compile(r"\b(?:causing|resulting\s+in|producing|with\s+resultant|with\s+resulting|with|"
+                      r"leading\s+to|contributing\s+to|compressing|impinging(?:\s+on)?|abutting|explains?|"
+                      r"accounts?\s+for|responsible\s+for)\b", re.IGNORECASE)
+_NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s", re.IGNORECASE)
+_KEYS = {"patterns", "example", "example_finding", "not_finding"}
+
+
+class ModifierLexicon:
+    def __init__(self, path: Path = KNOWLEDGE / "modifiers.toml"):
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        name = Path(path).name
+        self.examples: dict[str, tuple[str, str, str | None]] = {}
+        patterns = []
+        for modifier, spec in raw.items():
+            if not isinstance(spec, dict) or set(spec) - _KEYS:
+                raise LexiconError(f"{name}: [{modifier}] keys must be among {sorted(_KEYS)}")
+            for key in ("example", "example_finding"):
+                if not isinstance(spec.get(key), str) or not spec[key]:
+                    raise LexiconError(f"{name}: [{modifier}] {key} is required (every modifier is tested)")
+            if not spec.get("patterns") or not all(isinstance(p, str) and p == p.lower() for p in spec["patterns"]):
+                raise LexiconError(f"{name}: [{modifier}] needs lower-case patterns")
+            if not re.fullmatch(r"[a-z]+", modifier):
+                raise LexiconError(f"{name}: [{modifier}] a modifier's name is one lower-case word")
+            patterns.append(f"(?P<{modifier}>" + "|".join(f"(?:{p})" for p in spec["patterns"]) + ")")
+            self.examples[modifier] = (spec["example"], spec["example_finding"], spec.get("not_finding"))
+        try:
+            self._pattern = re.compile("|".join(patterns))
+        except re.error as exc:
+            raise LexiconError(f"{name}: invalid pattern ({exc})") from None
+        self.names = tuple(raw)
+
+    def attach(self, lowered_sentence: str, targets: list[Target]) -> list[frozenset[str]]:
+        """The modifiers of each target (same order; `targets` sorted by start)."""
+        heads = [t for t in targets if t.finding in HEADS]
+        out: dict[int, set[str]] = {}
+        if not heads:
+            return [frozenset()] * len(targets)
+        head_starts = [h.start for h in heads]
+        index = {id(t): n for n, t in enumerate(targets)}
+        for m in self._pattern.finditer(lowered_sentence):
+            name = m.lastgroup
+            k = bisect.bisect_right(head_starts, m.start())
+            before = heads[k - 1] if k > 0 else None
+            after = heads[k] if k < len(heads) else None
+            if before is not None and before.end > m.start():  # inside the head's own words
+                owner = before
+            else:
+                gap_before = m.start() - before.end if before is not None else None
+                gap_after = after.start - m.end() if after is not None else None
+                if gap_after is not None and (gap_before is None or gap_after <= gap_before):
+                    owner = after
+                else:
+                    owner = before
+            if owner is not None:
+                out.setdefault(index[id(owner)], set()).add(name)
+        return [frozenset(out.get(n, ())) for n in range(len(targets))]
+
+
+def links(sentence: str, targets: list[Target]) -> list[frozenset[str]]:
+    """For each target (sorted by start), the kinds of findings the sentence links it to as cause
+    or effect: neighbouring cause and effect findings joined by a causal word, nothing between
+    them that ends the clause."""
+    relevant = [n for n, t in enumerate(targets) if t.finding in CAUSES or t.finding in EFFECTS]
+    out: list[set[str]] = [set() for _ in targets]
+    for a, b in zip(relevant, relevant[1:]):
+        first, second = targets[a], targets[b]
+        gap = sentence[first.end:second.start]
+        if len(gap) > 120 or _NO_LINK.search(gap):
+            continue
+        if first.finding in EFFECTS and second.finding in CAUSES and _EFFECT_OF.search(gap):
+            pass
+        elif first.finding in CAUSES and second.finding in EFFECTS and _CAUSING.search(gap):
+            pass
+        else:
+            continue
+        out[a].add(second.finding)
+        out[b].add(first.finding)
+    return [frozenset(x) for x in out]

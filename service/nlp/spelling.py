@@ -1,0 +1,177 @@
+"""Words as clinicians write them: abbreviations expanded, misspellings of the lexicons' words
+corrected, before anything else reads the text.
+
+The data is `service/knowledge/spelling.toml`. Abbreviations are whole words ("AAI", "GON",
+"radic", "w/o"). A misspelling is a word of 8+ letters one edit from a vocabulary word (two from
+11+ letters; rapidfuzz's Levenshtein distance), with the same first two letters and last letter,
+and not a protected real word ("spondylitis" is not "spondylosis"). Short words are never
+corrected: too many real words are one edit apart.
+
+The reading runs on the normalized text; `Normalized.original(position)` maps a position back,
+so evidence quotes the record's own words. Linear: one pass over the words, each looked up once
+(corrections are cached by word).
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from .concepts import KNOWLEDGE, LexiconError
+
+_ABBREVIATION_KEYS = {"written", "means", "any_case", "example", "example_finding"}
+_MISSPELLING_KEYS = {"written", "means", "example", "example_finding"}
+_LONG_WORD = re.compile(r"[A-Za-z]{8,}")
+MIN_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class Example:
+    written: str
+    means: str
+    example: str
+    example_finding: str
+
+
+class Normalized:
+    """A text with its corrections, and the way back to the original's positions."""
+
+    def __init__(self, original: str, text: str, breakpoints: list[tuple[int, int, int, int]]):
+        self.original_text = original
+        self.text = text
+        # (normalized start, normalized end, original start, original end) of each replacement
+        self._points = breakpoints
+        self._starts = [p[0] for p in breakpoints]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._points)
+
+    def original(self, position: int) -> int:
+        if not self._points:
+            return position
+        i = bisect.bisect_right(self._starts, position) - 1
+        if i < 0:
+            return position
+        n_start, n_end, o_start, o_end = self._points[i]
+        if position >= n_end:
+            return o_end + (position - n_end)
+        return o_start if position == n_start else o_end  # inside a replacement: its original span
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        return self.original(start), self.original(end)
+
+
+class SpellingLexicon:
+    def __init__(self, path: Path = KNOWLEDGE / "spelling.toml"):
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        name = Path(path).name
+        unknown = set(raw) - {"vocabulary", "protected", "abbreviations", "misspellings"}
+        if unknown:
+            raise LexiconError(f"{name}: unknown keys {sorted(unknown)}")
+        for key in ("vocabulary", "protected"):
+            words = raw.get(key, [])
+            if not all(isinstance(w, str) and w.isalpha() and w == w.lower() for w in words):
+                raise LexiconError(f"{name}: {key} must be lower-case words")
+        self.vocabulary = set(raw.get("vocabulary", []))
+        self.protected = set(raw.get("protected", [])) | self.vocabulary
+        self._by_start: dict[str, list[str]] = {}
+        for word in sorted(self.vocabulary):
+            self._by_start.setdefault(word[:2], []).append(word)
+        self.abbreviations: list[Example] = []
+        self.misspellings: list[Example] = []
+        cased, any_case = {}, {}
+        for n, spec in enumerate(raw.get("abbreviations", [])):
+            entry = self._entry(spec, _ABBREVIATION_KEYS, f"{name} abbreviation #{n + 1}")
+            self.abbreviations.append(entry)
+            (any_case if spec.get("any_case") else cased)[entry.written.lower() if spec.get("any_case")
+                                                          else entry.written] = entry.means
+        for n, spec in enumerate(raw.get("misspellings", [])):
+            self.misspellings.append(self._entry(spec, _MISSPELLING_KEYS, f"{name} misspelling #{n + 1}"))
+        self._cased = cased
+        self._any_case = any_case
+        alternatives = [(re.escape(w), False) for w in cased] + [(re.escape(w), True) for w in any_case]
+        pattern = "|".join(f"(?i:{p})" if insensitive else p
+                           for p, insensitive in sorted(alternatives, key=lambda a: -len(a[0])))
+        self._abbreviation = re.compile(r"(?<![\w/])(?:" + pattern + r")(?![\w/])") if alternatives else None
+        self._cache: dict[str, str | None] = {}
+
+    @staticmethod
+    def _entry(spec, keys: set[str], where: str) -> Example:
+        if not isinstance(spec, dict):
+            raise LexiconError(f"{where}: must be a table")
+        unknown = set(spec) - keys
+        if unknown:
+            raise LexiconError(f"{where}: unknown keys {sorted(unknown)}")
+        for key in ("written", "means", "example", "example_finding"):
+            if not isinstance(spec.get(key), str) or not spec[key]:
+                raise LexiconError(f"{where}: {key} is required (every entry is tested by an example)")
+        return Example(spec["written"], spec["means"], spec["example"], spec["example_finding"])
+
+    def correction(self, word: str) -> str | None:
+        """The vocabulary word a long word misspells, or None."""
+        lowered = word.lower()
+        if lowered in self._cache:
+            return self._cache[lowered]
+        result = None
+        if lowered not in self.protected and len(lowered) >= MIN_LENGTH:
+            choices = [w for w in self._by_start.get(lowered[:2], ()) if w[-1] == lowered[-1]
+                       and abs(len(w) - len(lowered)) <= 2]
+            if choices:
+                limit = 2 if len(lowered) >= 11 else 1
+                best = process.extractOne(lowered, choices, scorer=Levenshtein.distance, score_cutoff=limit)
+                if best is not None:
+                    result = best[0]
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[lowered] = result
+        return result
+
+    def normalize(self, text: str, deadline=None) -> Normalized:
+        replacements: list[tuple[int, int, str]] = []
+        if self._abbreviation is not None:
+            for m in self._abbreviation.finditer(text):
+                written = m.group()
+                means = self._cased.get(written) or self._any_case.get(written.lower())
+                if means:
+                    replacements.append((m.start(), m.end(), means))
+        taken = [(s, e) for s, e, _ in replacements]
+        for n, m in enumerate(_LONG_WORD.finditer(text)):
+            if deadline is not None and n % 4096 == 4095:
+                deadline.check()
+            corrected = self.correction(m.group())
+            if corrected is not None:
+                written = m.group()
+                if written.isupper():
+                    corrected = corrected.upper()
+                elif written[0].isupper():
+                    corrected = corrected.capitalize()
+                replacements.append((m.start(), m.end(), corrected))
+        if not replacements:
+            return Normalized(text, text, [])
+        if taken and len(replacements) > len(taken):
+            replacements.sort()
+            kept, last_end = [], -1
+            for r in replacements:
+                if r[0] >= last_end:
+                    kept.append(r)
+                    last_end = r[1]
+            replacements = kept
+        else:
+            replacements.sort()
+        parts, points, position, shift = [], [], 0, 0
+        for start, end, new in replacements:
+            parts.append(text[position:start])
+            n_start = start + shift
+            parts.append(new)
+            points.append((n_start, n_start + len(new), start, end))
+            shift += len(new) - (end - start)
+            position = end
+        parts.append(text[position:])
+        return Normalized(text, "".join(parts), points)
