@@ -134,6 +134,7 @@ def warm_up(app) -> None:
 def _serve(args) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from . import collector
     from .app import create_app
 
     settings = _settings({"host": args.host, "port": args.port, "workers": args.workers})
@@ -159,7 +160,7 @@ def _serve(args) -> int:
             # Room for a bearer token up to our own limit, so an oversized one gets our JSON 401
             # rather than gunicorn's plain-text 400.
             self.cfg.set("limit_request_field_size", 32768)
-            self.cfg.set("post_fork", lambda server, worker: runtime.store.after_fork())
+            self.cfg.set("post_fork", lambda server, worker: (runtime.store.after_fork(), collector.in_worker()))
 
         def load(self):
             return app

@@ -54,6 +54,8 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
     cards = shown
     response: dict = {"cards": cards}
     degraded = _degraded(record)
+    if findings.limits:
+        degraded["limits"] = runtime.reader.describe_limits(findings.limits)
     if degraded:
         response["extension"] = {runtime.catalogue.contract["extension_key"]: degraded}
     log.info(

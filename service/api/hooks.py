@@ -5,6 +5,7 @@ import logging
 
 from flask import Blueprint, jsonify
 
+from .. import collector
 from ..errors import Problem
 from ..pipeline import answer_hook
 from ..services import SERVICES
@@ -29,6 +30,7 @@ def call_service(service_id: str):
     response = jsonify(answer_hook(runtime(), service, json_body(), defer=deferred.append))
     for work in deferred:
         response.call_on_close(_logged(work))
+    response.call_on_close(collector.after_response)
     return response
 
 

@@ -139,6 +139,18 @@ class TextReader:
             budget -= min(len(source.text), self.max_text_chars)
         return reading
 
+    def describe_limits(self, limits: dict[str, int]) -> list[dict]:
+        """The caps a reading reached, as the answer reports them (no content, only counts)."""
+        caps = {"text-truncated": ("a text is read up to", self.max_text_chars),
+                "long-sentence-cut": ("a sentence is cut at a clause break past", self.max_sentence_chars),
+                "record-text-not-read": ("a record's texts are read up to", self.max_record_chars)}
+        out = []
+        for name, count in sorted(limits.items()):
+            what, value = caps[name]
+            out.append({"limit": name, "count": count, "maxCharacters": value,
+                        "description": f"{what} {value} characters"})
+        return out
+
     def read(self, source: Source) -> tuple[Finding, ...]:
         return tuple(self.read_all([source]).findings)
 

@@ -39,8 +39,17 @@ def radicular_mechanism(facts: Findings) -> list[Finding]:
     return found
 
 
+def _causes_radiculopathy(finding: Finding) -> bool:
+    """The note names this finding as the radiculopathy's cause ("radiculopathy secondary to ...")."""
+    return bool(finding.linked & {"radiculopathy", "radicular-signs", "c1c2-radicular"})
+
+
 def _spondylosis_reroute(facts: Findings):
-    found = [f for f in facts.of("spondylosis") if f.region in (OAA, None)]
+    """Spondylosis that causes the C1-C2 radiculopathy: at C0-C2 itself, or linked to it by the note.
+    Spondylosis elsewhere ("C5-C6: disc osteophyte complex", "multilevel spondylosis") is another
+    condition: M47.21 is spondylosis *with* radiculopathy of the occipito-atlanto-axial region."""
+    found = [f for f in facts.of("spondylosis")
+             if (f.specific and f.region == OAA) or (_causes_radiculopathy(f) and f.region in (OAA, None))]
     return ("M47.21", found) if found else None
 
 
@@ -64,8 +73,10 @@ def _disc_code(finding: Finding) -> str | None:
 
 
 def _disc_reroute(facts: Findings):
+    """A cervical disc disorder the note names as the radiculopathy's cause: M50.1- of the disc's
+    level (there is no disc at C1-C2). An incidental disc bulge at another level is no cause."""
     for finding in facts.of("disc-disorder"):
-        if finding.region in (CERVICAL, CERVICOTHORACIC, None):
+        if finding.region in (CERVICAL, CERVICOTHORACIC, None) and _causes_radiculopathy(finding):
             code = _disc_code(finding)
             if code:
                 return code, [finding]

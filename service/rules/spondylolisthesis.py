@@ -42,10 +42,13 @@ _C0 = re.compile(r"\b(?:C0|occiput|occipito|atlanto-?occipital)", re.IGNORECASE)
 
 
 def _seventh(facts: Findings, fracture: bool, text: str) -> str:
-    everything = " ".join(f.evidence.text for f in facts.text).lower()
-    if "sequela" in everything or "late effect" in everything:
+    """The 7th character from what the injury's own sentences say (`text`), not from any sentence
+    of the chart: a plan's "follow-up visit in two weeks" says nothing about the fracture's care."""
+    lowered = text.lower()
+    if "sequela" in lowered or "late effect" in lowered:
         return "S"
-    if re.search(r"subsequent encounter|routine healing|follow-?up visit|healing well", everything):
+    if re.search(r"subsequent encounter|routine healing|follow-?up (?:visit )?(?:of|for)|healing well|interval healing",
+                 lowered):
         return "D"
     if fracture and re.search(r"\bopen\s+fracture\b", text, re.IGNORECASE):
         return "B"
@@ -56,10 +59,22 @@ def _complete(ctx: RuleContext, stem: str, seventh: str) -> str | None:
     return ctx.terminology.with_seventh(stem, seventh)
 
 
+NOT_ACUTE = frozenset({"chronic", "old", "sequela"})
+
+
+def _acute(finding: Finding) -> bool:
+    """Not said to be chronic, old, healed or a sequela (the modifiers that belong to the finding)."""
+    return not (finding.modifiers & NOT_ACUTE) or "acute" in finding.modifiers
+
+
 def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
-    """An acute traumatic slip or fracture at C0-C2, and the code the tabular sends it to."""
-    fractures = [f for f in facts.of("fracture") if f.region == OAA]
-    trauma = facts.of("trauma")
+    """An acute traumatic slip or fracture at C0-C2, and the code the tabular sends it to.
+
+    The acuity belongs to the slip or fracture itself: a fracture said to be old or healed, or a
+    slip documented as chronic or as the sequela of an old injury, is not acute whatever else
+    the encounter says about an injury."""
+    fractures = [f for f in facts.of("fracture") if f.region == OAA and _acute(f)]
+    trauma = [f for f in facts.of("trauma") if not (f.modifiers & NOT_ACUTE)]
     cord = bool(facts.of("cord-compression") or facts.of("myelopathy")) and bool(trauma or fractures)
     if fractures:
         text = " ".join(f.evidence.text for f in fractures)
@@ -107,7 +122,10 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
             category, detail = stem, True
         return TraumaticSlip(code, category if code is None else None, detail,
                              tuple(fractures + trauma[:1]), description, cord)
-    slipped = in_region(slips(facts), OAA) + [f for f in facts.of("dislocation") if f.region == OAA]
+    slipped = [f for f in in_region(slips(facts), OAA) + [f for f in facts.of("dislocation") if f.region == OAA]
+               if _acute(f)]
+    if slipped and any(f.modifiers & NOT_ACUTE for f in in_region(slips(facts), OAA)):
+        return None  # the slip is documented as chronic or a sequela: no acute injury of it
     if trauma and slipped:
         text = " ".join(f.evidence.text for f in slipped)
         dislocated = bool(re.search(r"\bdislocat", text, re.IGNORECASE))
@@ -121,9 +139,13 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
 
 
 def congenital_slip(facts: Findings) -> list[Finding]:
-    """Affirmed 'congenital' said of the slip itself (in the same sentence as an affirmed slip)."""
-    slip_sentences = {(f.evidence.reference, f.evidence.text) for f in slips(facts)}
-    return [f for f in facts.of("congenital") if (f.evidence.reference, f.evidence.text) in slip_sentences]
+    """Affirmed slips said to be congenital themselves: the modifier belongs to the slip ("acquired
+    C1-C2 slip above a congenital C2-3 fusion" is an acquired slip)."""
+    return [f for f in slips(facts) if "congenital" in f.modifiers and "acquired" not in f.modifiers]
+
+
+def acquired_slip(facts: Findings) -> list[Finding]:
+    return [f for f in slips(facts) if "acquired" in f.modifiers] or facts.of("acquired")
 
 
 def _acute_s_code(facts: Findings):
@@ -268,10 +290,13 @@ def spl_neuro(facts: Findings, ctx: RuleContext) -> list[Card]:
         return []
     cards = []
     for kind, already, proposed in _NEURO:
-        found = facts.of(kind)
+        # G99.2 / G95.2- code the cord's complication of this slip: a compressed cord at another
+        # level ("C5-C6: ... cord flattening") belongs to another condition.
+        found = [f for f in facts.of(kind) if f.region in (OAA, None)]
         if not found or facts.has_code(*already):
             continue
-        if kind == "cord-compression" and facts.of("myelopathy") and not facts.has_code("G99.2"):
+        if kind == "cord-compression" and [f for f in facts.of("myelopathy") if f.region in (OAA, None)] \
+                and not facts.has_code("G99.2"):
             continue  # one finding, one card: the myelopathy card covers the compressed cord
         cards.append(_additional(facts, ctx, kind, proposed, found))
     radiculopathy = [f for f in facts.of("radiculopathy") if f.region in (OAA, None)]
@@ -296,7 +321,7 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
     cards = []
     for m43 in _m43(facts):
         for other in facts.coded_with("Q76.2"):
-            congenital, acquired = congenital_slip(facts), facts.of("acquired")
+            congenital, acquired = congenital_slip(facts), acquired_slip(facts)
             keep_congenital = bool(congenital) and not acquired
             keep_acquired = bool(acquired) and not congenital
             suggestions = []
