@@ -33,7 +33,8 @@ _CAUSING = re.compile(r"\b(?:causing|resulting\s+in|producing|with\s+resultant|w
                       r"leading\s+to|contributing\s+to|compressing|impinging(?:\s+on)?|abutting|explains?|"
                       r"accounts?\s+for|responsible\s+for)\b", re.IGNORECASE)
 _NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s", re.IGNORECASE)
-_KEYS = {"patterns", "example", "example_finding", "not_finding"}
+_KEYS = {"patterns", "example", "example_finding", "not_finding", "attaches"}
+ATTACHES = ("nearest", "before", "after")
 
 
 class ModifierLexicon:
@@ -42,6 +43,7 @@ class ModifierLexicon:
             raw = tomllib.load(fh)
         name = Path(path).name
         self.examples: dict[str, tuple[str, str, str | None]] = {}
+        self._attaches: dict[str, str] = {}
         patterns = []
         for modifier, spec in raw.items():
             if not isinstance(spec, dict) or set(spec) - _KEYS:
@@ -51,6 +53,9 @@ class ModifierLexicon:
                     raise LexiconError(f"{name}: [{modifier}] {key} is required (every modifier is tested)")
             if not spec.get("patterns") or not all(isinstance(p, str) and p == p.lower() for p in spec["patterns"]):
                 raise LexiconError(f"{name}: [{modifier}] needs lower-case patterns")
+            if spec.get("attaches", "nearest") not in ATTACHES:
+                raise LexiconError(f"{name}: [{modifier}] attaches must be one of {ATTACHES}")
+            self._attaches[modifier] = spec.get("attaches", "nearest")
             if not re.fullmatch(r"[a-z]+", modifier):
                 raise LexiconError(f"{name}: [{modifier}] a modifier's name is one lower-case word")
             patterns.append(f"(?P<{modifier}>" + "|".join(f"(?:{p})" for p in spec["patterns"]) + ")")
@@ -74,8 +79,13 @@ class ModifierLexicon:
             k = bisect.bisect_right(head_starts, m.start())
             before = heads[k - 1] if k > 0 else None
             after = heads[k] if k < len(heads) else None
+            side = self._attaches[name]
             if before is not None and before.end > m.start():  # inside the head's own words
                 owner = before
+            elif side == "before" and before is not None:
+                owner = before
+            elif side == "after" and after is not None:
+                owner = after
             else:
                 gap_before = m.start() - before.end if before is not None else None
                 gap_after = after.start - m.end() if after is not None else None

@@ -161,13 +161,12 @@ class TextReader:
         if len(original) > max_chars:
             original = original[:max_chars]
             limits["text-truncated"] = 1
-        lowered_original = lower_same_length(original)
-        if not self.concepts.candidates(original, lowered_original):
-            return (), limits
         normalized = self.spelling.normalize(original, deadline)
         text = normalized.text
-        lowered = lower_same_length(text) if normalized.changed else lowered_original
+        lowered = lower_same_length(text)
         candidates = self.concepts.candidates(text, lowered)
+        if not candidates:
+            return (), limits
         sections = self.sections.sections(text, "report" if source.from_report else "note", deadline)
         splitting = split(text, sections.headers, self.max_sentence_chars, deadline)
         if splitting.long_sentences_cut:
