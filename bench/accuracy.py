@@ -65,6 +65,25 @@ def evaluate(charts: list[dict]) -> list[dict]:
     return results
 
 
+def findings_of(chart: dict):
+    """The findings the service reads in a chart (for --findings)."""
+    from service import create_app
+    from service.findings import gather_findings
+    from service.hook_request import parse_hook_request
+    from service.record import build_record
+    from service.deadline import Deadline
+    from service.services import service_for_hook
+
+    folder = tempfile.mkdtemp(prefix="spine-accuracy-")
+    app = create_app({"database_url": f"sqlite:///{folder}/f.sqlite3", "public_base_url": "https://cds.test"})
+    runtime = app.extensions["spine_cds"]
+    request = build_charts.build(chart)
+    parsed = parse_hook_request(request, service_for_hook(request["hook"]))
+    record = build_record(parsed, None, Deadline(10))
+    facts = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, Deadline(10))
+    return facts.text
+
+
 def scorecard(results: list[dict]) -> dict:
     rules: dict[str, Counter] = defaultdict(Counter)
     for r in results:
@@ -114,6 +133,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chart", nargs="*", help="show these charts' cards")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--findings", action="store_true", help="with --chart: what the reader read in each chart")
     args = parser.parse_args(argv)
     charts = build_charts.load_all()
     if args.chart:
@@ -127,6 +147,14 @@ def main(argv=None) -> int:
             print("  produced: " + (", ".join(f"{s} [{r['indicators'][s]}]" for s in sorted(r["produced"])) or "no cards"))
             for summary in r["summaries"]:
                 print("    - " + summary)
+        if args.findings:
+            for chart in charts:
+                print(f"\n== {chart['id']}")
+                for f in findings_of(chart):
+                    print(f"  {f.kind:20} {f.assertion:10} {str(f.region):24} {str(f.level):14} "
+                          f"{','.join(sorted(f.modifiers)) or '-':18} {','.join(sorted(f.linked)) or '-':14} "
+                          f"{f.section:16} {'prior ' if f.prior else ''}{f.evidence.reference}: "
+                          f"{' '.join(f.evidence.text.split())[:90]}")
         return 0
     card = scorecard(results)
     if args.json:

@@ -19,7 +19,8 @@ from .concepts import KNOWLEDGE, LexiconError, Target
 # Findings a modifier can belong to.
 HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "radiculopathy",
                    "myelopathy", "cord-compression", "spondylosis", "disc-disorder", "stenosis",
-                   "foraminal-stenosis", "occipital-neuralgia", "trauma"})
+                   "foraminal-stenosis", "occipital-neuralgia", "trauma", "axial-neck-pain", "c1c2-radicular",
+                   "radicular-signs"})
 # Causes and what they may cause, for `links`.
 CAUSES = frozenset({"spondylosis", "disc-disorder", "stenosis", "foraminal-stenosis", "instability",
                     "rheumatoid-arthritis", "trauma", "fracture", "displacement", "dislocation"})

@@ -30,7 +30,8 @@ from .sentences import LEVEL_LABEL, split
 from .spelling import SpellingLexicon
 
 # Where a finding's level is looked for: its own clause first (clauses end at these words).
-_CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\b|\band\s+(?=[a-z]+\s+(?:at|of)\b)",
+_CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\b|\band\s+(?=[a-z]+\s+(?:at|of)\b)|"
+                           r"\band\s+(?=(?:the|there|a|an)\b)|\babove\b|\bbelow\b",
                            re.IGNORECASE)
 ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
 _SECTION_EFFECT = {"historical": "historical", "uncertain": "uncertain"}

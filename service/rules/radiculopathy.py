@@ -266,6 +266,8 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     coded = _m54_11(facts, firm=False)
     if not coded or _reroutes(facts):
         return []
+    if radiculopathy_region(facts) not in (None, OAA):
+        return []  # the root is documented in another region: RAD-SPECIFICITY recodes M54.11
     missing = []
     named = [f for f in radicular(facts) if f.region == OAA] or [f for f in slips(facts) if f.region == OAA]
     if not named and not _generic_only(facts):

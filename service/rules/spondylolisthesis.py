@@ -41,6 +41,13 @@ _C1 = re.compile(r"\b(?:C1|atlas|Jefferson)\b", re.IGNORECASE)
 _C0 = re.compile(r"\b(?:C0|occiput|occipito|atlanto-?occipital)", re.IGNORECASE)
 
 
+def _vertebra_of(fracture: Finding) -> str | None:
+    """C1 or C2 from the fracture's own level and words (None when they do not say, or say both)."""
+    own = f"{fracture.level or ''} {fracture.phrase}"
+    c1, c2 = bool(_C1.search(own)), bool(_C2.search(own))
+    return "C1" if c1 and not c2 else "C2" if c2 and not c1 else None
+
+
 def _seventh(facts: Findings, fracture: bool, text: str) -> str:
     """The 7th character from what the injury's own sentences say (`text`), not from any sentence
     of the chart: a plan's "follow-up visit in two weeks" says nothing about the fracture's care."""
@@ -77,11 +84,22 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     trauma = [f for f in facts.of("trauma") if not (f.modifiers & NOT_ACUTE)]
     cord = bool(facts.of("cord-compression") or facts.of("myelopathy")) and bool(trauma or fractures)
     if fractures:
+        # Which vertebra is broken is read from each fracture's own level and words, not from
+        # everything its sentences mention ("C1: fracture of the atlas; the dens is intact").
+        by_vertebra = {"C1": [], "C2": [], None: []}
+        for f in fractures:
+            by_vertebra[_vertebra_of(f)].append(f)
+        if by_vertebra["C1"] and not by_vertebra["C2"]:
+            fractures = by_vertebra["C1"] + by_vertebra[None]
+        elif by_vertebra["C2"] and not by_vertebra["C1"]:
+            fractures = by_vertebra["C2"] + by_vertebra[None]
         text = " ".join(f.evidence.text for f in fractures)
         lowered = text.lower()
         displaced = "nondisplaced" not in lowered and "non-displaced" not in lowered
         seventh = _seventh(facts, True, text)
-        on_c2, on_c1 = bool(_C2.search(text)), bool(_C1.search(text))
+        on_c2, on_c1 = bool(by_vertebra["C2"]), bool(by_vertebra["C1"])
+        if not (on_c1 or on_c2):
+            on_c2, on_c1 = bool(_C2.search(text)), bool(_C1.search(text))
         stem, category, detail = None, None, False
         if on_c2 and (re.search(r"hangman|traumatic\s+spondylolisthesis", lowered)):
             stem = "S12.14" if re.search(r"type\s*(?:iii|3)\b", lowered) else ("S12.130" if displaced else "S12.131")
