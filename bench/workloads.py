@@ -5,6 +5,14 @@
 - large: about 300 resources and 60 KB of text;
 - sizes: 40, 100 and 300 resources, to show how the cost grows with the record.
 
+Every record is new in every resource: ids (the Patient's and the Encounter's too, with every
+reference to them), dates and the text of each report and note (an accession line of its own)
+depend on the record's seed, so no resource of one record repeats byte for byte in another. The
+service caches parsed resources and read texts by content: a workload that repeated its
+Conditions, Procedures, Patient and Encounter (31 of the 40 resources, as this file once did)
+measured the cache, not the service. Only the "repeat" workload of bench/run.py sends one record
+again on purpose. `shared_resources()` checks it.
+
 The clinical sentences come from the vignettes (so the rules have real work to do) mixed with
 ordinary examination and history sentences.
 """
@@ -62,8 +70,10 @@ def _text(rng: random.Random, size: int) -> str:
 
 
 def record(resources: int, text_kb: float, seed: int = 7) -> dict:
-    """An order-sign request of about `resources` resources and `text_kb` KB of text."""
+    """An order-sign request of about `resources` resources and `text_kb` KB of text, every
+    resource of it unique to (resources, seed)."""
     rng = random.Random(seed * 1000 + resources)
+    tag = f"s{seed}r{resources}"
     reports = max(6, resources * 6 // 40)
     notes = max(3, resources * 3 // 40)
     orders = 1 + resources // 150
@@ -76,17 +86,90 @@ def record(resources: int, text_kb: float, seed: int = 7) -> dict:
         "hook": "order-sign",
         "conditions": [{"code": "M43.10", "text": "Spondylolisthesis"}, {"code": "M54.12"}]
         + [{"code": rng.choice(OTHER_CODES)} for _ in range(conditions - 2)],
-        "reports": [{"study": STUDIES[n % len(STUDIES)], "conclusion": _text(rng, 120), "text": _text(rng, report_text)}
+        "reports": [{"study": STUDIES[n % len(STUDIES)], "conclusion": _text(rng, 120),
+                     "text": f"Accession number {tag}-{n + 1}.\n{_text(rng, report_text)}",
+                     "date": f"{_day(rng, 2026)}T{rng.randint(7, 19):02d}:{rng.randint(0, 59):02d}:00-05:00"}
                     for n in range(reports)],
-        "notes": [_text(rng, note_text) for _ in range(notes)],
-        "procedures": [{"cpt": rng.choice(["97110", "97012", "95886"]), "start": "2026-06-01", "end": "2026-09-01"}
-                       for _ in range(procedures)],
+        "notes": [f"Note {tag}-{n + 1}.\n{_text(rng, note_text)}" for n in range(notes)],
+        "procedures": [_care_period(rng, rng.choice(["97110", "97012", "95886"])) for _ in range(procedures)],
         "orders": [{"cpt": "72141", "reasons": ["M43.10"], "reason_condition": 0}]
         + [{"cpt": "64405", "reasons": ["M54.12"], "reason_condition": 1} for _ in range(orders - 1)],
     }
     body = vignettes.build(spec)
     body["hookInstance"] = str(uuid.UUID(int=rng.getrandbits(128)))
+    _make_unique(body, tag, rng)
     return body
+
+
+def _day(rng: random.Random, year: int) -> str:
+    return f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+
+def _care_period(rng: random.Random, cpt: str) -> dict:
+    """Conservative care of 8-20 weeks ending in 2026 (the rules count its weeks)."""
+    import datetime
+    end = datetime.date(2026, 10, 31) - datetime.timedelta(days=rng.randint(0, 200))
+    start = end - datetime.timedelta(weeks=rng.randint(8, 20))
+    return {"cpt": cpt, "start": start.isoformat(), "end": end.isoformat()}
+
+
+def _make_unique(body: dict, tag: str, rng: random.Random) -> None:
+    """New ids for every resource (and every reference and fullUrl to it) and per-record dates
+    for the resources whose content would otherwise be the same in every record."""
+    resources = [body["prefetch"]["patient"], body["prefetch"]["encounter"]]
+    for key in ("conditions", "procedures", "diagnosticReports", "documentReferences"):
+        resources += [e["resource"] for e in body["prefetch"][key]["entry"]]
+    resources += [e["resource"] for e in body["context"].get("draftOrders", {}).get("entry", [])]
+    renamed = {}
+    for resource in resources:
+        old = f"{resource['resourceType']}/{resource['id']}"
+        resource["id"] = f"{resource['id']}-{tag}"
+        renamed[old] = f"{resource['resourceType']}/{resource['id']}"
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str) and "/" in value:
+            for old, new in renamed.items():
+                if value == old or value.endswith("/" + old):
+                    return value[: len(value) - len(old)] + new
+        return value
+
+    body["prefetch"] = walk(body["prefetch"])
+    body["context"] = walk(body["context"])
+    prefetch = body["prefetch"]
+    body["context"]["patientId"] = prefetch["patient"]["id"]
+    body["context"]["encounterId"] = prefetch["encounter"]["id"]
+    prefetch["patient"]["birthDate"] = _day(rng, rng.randint(1935, 1995))
+    prefetch["encounter"]["period"]["start"] = f"2026-11-{rng.randint(1, 28):02d}T{rng.randint(7, 17):02d}:00:00-05:00"
+    for entry in prefetch["conditions"]["entry"]:
+        entry["resource"]["recordedDate"] = _day(rng, rng.randint(2020, 2026))
+    for entry in prefetch["documentReferences"]["entry"]:
+        entry["resource"]["date"] = f"2026-11-{rng.randint(1, 28):02d}T{rng.randint(7, 19):02d}:{rng.randint(0, 59):02d}:00-05:00"
+
+
+def resources_of(body: dict) -> list[dict]:
+    """Every resource of a hook request (prefetch and draft orders)."""
+    out = []
+    for value in body["prefetch"].values():
+        if value.get("resourceType") == "Bundle":
+            out += [e["resource"] for e in value.get("entry", [])]
+        else:
+            out.append(value)
+    return out + [e["resource"] for e in body["context"].get("draftOrders", {}).get("entry", [])]
+
+
+def shared_resources(bodies: list[dict]) -> int:
+    """How many resources of these records also appear, byte for byte (or by type and id), in
+    another of them: 0 for every workload but "repeat"."""
+    seen: dict = {}
+    for n, body in enumerate(bodies):
+        for resource in resources_of(body):
+            for key in (json.dumps(resource, sort_keys=True), (resource["resourceType"], resource["id"])):
+                seen.setdefault(key, set()).add(n)
+    return sum(1 for owners in seen.values() if len(owners) > 1)
 
 
 def count_resources(body: dict) -> int:
@@ -121,3 +204,5 @@ if __name__ == "__main__":
         body = make()
         print(f"{name}: {count_resources(body)} resources, {text_bytes(body) / 1024:.1f} KB text, "
               f"{len(json.dumps(body)) / 1024:.1f} KB JSON")
+    sample = [record(40, 12, seed=s) for s in range(1, 21)]
+    print(f"resources of 20 typical records found in another of them: {shared_resources(sample)}")

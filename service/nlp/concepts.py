@@ -51,13 +51,14 @@ class Concept:
     cased_anchors: tuple[str, ...] | None = None  # strings one of which every case-sensitive match contains
 
     def accepts(self, match_text: str, sentence: str) -> bool:
-        """An ambiguous match ("RA") counts only with its context and without its counter-context."""
+        """An ambiguous match ("RA") counts only with its context (when it has one) and without its
+        counter-context."""
         if self.ambiguous is None or not self.ambiguous.search(match_text):
             return True
         lowered = sentence.lower()
         if any(phrase.lower() in lowered for phrase in self.not_context):
             return False
-        return any(phrase.lower() in lowered for phrase in self.context)
+        return not self.context or any(phrase.lower() in lowered for phrase in self.context)
 
     def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True,
                 start: int = 0, end: int | None = None):

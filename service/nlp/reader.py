@@ -35,6 +35,9 @@ _CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\
                            re.IGNORECASE)
 ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
 _SECTION_EFFECT = {"historical": "historical", "uncertain": "uncertain"}
+# A plan sentence about care that goes on, not care still to come.
+_ONGOING = re.compile(r"\b(?:continue[sd]?|continuing|currently|ongoing|resume[sd]?|completed?|has\s+(?:had|done|tried)|"
+                      r"tried|failed|s/p|status\s+post)\b", re.IGNORECASE)
 
 
 class Evidence(NamedTuple):
@@ -233,10 +236,13 @@ class TextReader:
         lowered = lower_same_length(sentence)
         modifiers = self.modifiers.attach(lowered, targets)
         linked = links(sentence, targets)
+        ongoing = bool(section.planned) and _ONGOING.search(sentence) is not None
         out = []
         for n, (target, assertion) in enumerate(zip(targets, assertions)):
             if assertion == "affirmed" and section.assertion in _SECTION_EFFECT:
                 assertion = _SECTION_EFFECT[section.assertion]
+            if assertion == "affirmed" and target.finding in section.planned and not ongoing:
+                assertion = "uncertain"  # planned, not yet done
             if assertion == "family" or section.assertion == "family":
                 continue
             concept = self.concepts.concepts[target.finding]

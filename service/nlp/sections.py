@@ -18,7 +18,7 @@ from .concepts import KNOWLEDGE, LexiconError
 
 EFFECTS = ("none", "historical", "uncertain", "family", "ignored")
 DOCUMENTS = ("report", "note", "any")
-_KIND_KEYS = {"assertion", "negation_scope"}
+_KIND_KEYS = {"assertion", "negation_scope", "planned"}
 _HEADER_KEYS = {"kind", "literals", "documents", "example", "example_finding", "example_assertion"}
 EXAMPLE_ASSERTIONS = ("affirmed", "negated", "uncertain", "historical", "dropped")
 
@@ -28,6 +28,7 @@ class SectionKind:
     name: str
     assertion: str          # one of EFFECTS
     sentence_negation: bool  # negations reach the end of their sentence (templated ROS)
+    planned: frozenset = frozenset()  # findings the section speaks of as still to come (a plan's care)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,11 @@ class SectionLexicon:
                 raise LexiconError(f"{name}: [kinds.{kind}] assertion must be one of {EFFECTS}")
             if spec.get("negation_scope", "words") not in ("words", "sentence"):
                 raise LexiconError(f"{name}: [kinds.{kind}] negation_scope must be 'words' or 'sentence'")
-            self.kinds[kind] = SectionKind(kind, spec["assertion"], spec.get("negation_scope") == "sentence")
+            planned = spec.get("planned", [])
+            if not isinstance(planned, list) or not all(isinstance(x, str) for x in planned):
+                raise LexiconError(f"{name}: [kinds.{kind}] planned must be a list of findings")
+            self.kinds[kind] = SectionKind(kind, spec["assertion"], spec.get("negation_scope") == "sentence",
+                                           frozenset(planned))
         self.entries: list[HeaderEntry] = []
         by_document: dict[str, dict[str, str]] = {"report": {}, "note": {}}
         for n, spec in enumerate(raw.get("headers", [])):

@@ -136,6 +136,8 @@ def _stops(text: str) -> list[tuple[int, int]]:
     for m in _STOP.finditer(text):
         if m.group() == "." and _is_abbreviation(text, m.start()):
             continue
+        if m.group()[0] in "?!" and (m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in ")]")):
+            continue  # a "?" before a finding ('"? C2 radiculopathy"') questions it, it ends nothing
         if m.group() == "." and _is_list_number(text, m.start()):
             continue
         out.append((m.end(), m.end()))
