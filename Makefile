@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench harden browser check-config clean
+.PHONY: run test bench harden browser check-config clean accuracy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ check-config: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+accuracy: $(STAMP)  ## the chart corpus scorecard: cards expected, produced, wrong, per rule and class
+	$(BIN)/python bench/accuracy.py
 
 bench: $(STAMP)  ## benchmark: spine-cds serve vs the bare stack, figures against targets
 	$(BIN)/python bench/run.py

@@ -4,6 +4,11 @@ Each client is its own process (no shared interpreter lock with the others), pre
 bodies, and records the latency of every request. The generator's own CPU time is measured
 (getrusage of the children) and reported beside the server's, so the figures say how much of
 the machine the load itself took.
+
+The clients warm up (a few requests each, not measured), say they are ready, and start together;
+`probe` (the server's CPU seconds, from bench/run.py) is read after every client has warmed up
+and again after the last measured answer, so the server CPU of a run covers exactly its
+measured requests, not the warm-up ones.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import resource
 import time
 
 
-def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, start, queue) -> None:
+def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, ready, start, queue) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/json"}
     latencies, statuses = [], {}
@@ -35,6 +40,7 @@ def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, 
     for n in range(warmup):
         one(n)
     statuses.clear()
+    ready.release()
     start.wait()
     began = time.perf_counter()
     for n in range(count):
@@ -43,21 +49,31 @@ def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, 
     conn.close()
 
 
+WARMUP = 3  # requests per client before the measured ones
+
+
 def run(port: int, path: str, bodies: list[bytes], clients: int, requests_per_client: int,
-        warmup: int = 3) -> dict:
-    """Latencies (ms), throughput, status counts and the generator's own CPU seconds."""
+        warmup: int = WARMUP, probe=None) -> dict:
+    """Latencies (ms), throughput, status counts and the generator's own CPU seconds; with
+    `probe`, its value at the start and the end of the measured requests."""
     ctx = mp.get_context("fork")
-    queue, start = ctx.Queue(), ctx.Event()
+    queue, start, ready = ctx.Queue(), ctx.Event(), ctx.Semaphore(0)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     # Each client gets its own bodies (warm-up first): no two requests of a run share a record
     # unless the run is given a single body (the repeat workload).
     procs = [ctx.Process(target=_client, args=(port, path, bodies[i::clients] or bodies, requests_per_client,
-                                               warmup, start, queue)) for i in range(clients)]
+                                               warmup, ready, start, queue)) for i in range(clients)]
     for p in procs:
         p.start()
-    time.sleep(0.3)
+    for _ in procs:
+        if not ready.acquire(timeout=600):
+            raise RuntimeError("a load client did not finish its warm-up")
+    time.sleep(0.05)  # the server's work after the last warm-up answer (deferred writes, GC)
+    probe_start = probe() if probe else None
     start.set()
-    results = [queue.get(timeout=600) for _ in procs]
+    results = [queue.get(timeout=1800) for _ in procs]
+    time.sleep(0.05)  # ... and after the last measured one
+    probe_end = probe() if probe else None
     for p in procs:
         p.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -72,12 +88,15 @@ def run(port: int, path: str, bodies: list[bytes], clients: int, requests_per_cl
         "statuses": {str(k): v for k, v in statuses.items()},
         "wall_s": wall,
         "throughput_rps": len(latencies) / wall if wall else 0.0,
-        "p50_ms": _pct(latencies, 50), "p95_ms": _pct(latencies, 95), "p99_ms": _pct(latencies, 99),
+        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95), "p99_ms": percentile(latencies, 99),
         "generator_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "probe": None if probe is None else probe_end - probe_start,
+        "latencies_ms": latencies,  # every sample, sorted (bench/run.py merges blocks, then drops them)
     }
 
 
-def _pct(sorted_values: list[float], pct: float) -> float:
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """The nearest-rank percentile of sorted values (p99 of 1,000 samples: the 990th)."""
     if not sorted_values:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))

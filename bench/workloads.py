@@ -161,6 +161,29 @@ def resources_of(body: dict) -> list[dict]:
     return out + [e["resource"] for e in body["context"].get("draftOrders", {}).get("entry", [])]
 
 
+class Uniqueness:
+    """Counts, over every record given to `add`, the resources already seen in an earlier record
+    (same content, or same type and id): bench/run.py reports it for each run (0 but "repeat")."""
+
+    def __init__(self):
+        self._seen: set = set()
+        self.resources = 0
+        self.repeated = 0
+
+    def add(self, body: dict) -> None:
+        import hashlib
+        keys = set()
+        for resource in resources_of(body):
+            self.resources += 1
+            content = hashlib.blake2b(json.dumps(resource, sort_keys=True).encode(), digest_size=16).digest()
+            for key in (content, (resource["resourceType"], resource["id"])):
+                if key in self._seen:
+                    self.repeated += 1
+                    break
+            keys.update((content, (resource["resourceType"], resource["id"])))
+        self._seen |= keys
+
+
 def shared_resources(bodies: list[dict]) -> int:
     """How many resources of these records also appear, byte for byte (or by type and id), in
     another of them: 0 for every workload but "repeat"."""
