@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError, Target, lower_same_length
+from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of, lower_same_length
 
 CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
               "PSEUDO", "TERMINATE")
@@ -96,6 +96,8 @@ class ContextLexicon:
         self._by_first_word: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         for phrase, index in sorted(self._phrases.items(), key=lambda item: -len(item[0])):
             self._by_first_word.setdefault(phrase[0], []).append((phrase, index))
+        # Pattern triggers run only in sentences holding one of the literals every match contains.
+        self._pattern_anchors = [anchors_of([p.pattern]) for p, _ in self._patterns]
 
     def triggers(self, sentence: str, tokens: list | None = None) -> list[Trigger]:
         """Triggers in the sentence: at each word the longest literal phrase that starts there
@@ -104,7 +106,8 @@ class ContextLexicon:
         plus the few pattern triggers ("in 2015"). Linear in the sentence: a bounded number of
         phrases start at each word, and pattern matches are checked against the literal ones by
         bisection."""
-        matches = tokens if tokens is not None else list(_TOKEN.finditer(lower_same_length(sentence)))
+        lowered = lower_same_length(sentence)
+        matches = tokens if tokens is not None else list(_TOKEN.finditer(lowered))
         words = [m.group() for m in matches]
         out = []
         first_words = self._by_first_word
@@ -125,7 +128,9 @@ class ContextLexicon:
         if self._patterns:
             ends = [t.end for t in out]  # literal triggers do not overlap and are in order
             extra = []
-            for pattern, index in self._patterns:
+            for (pattern, index), anchors in zip(self._patterns, self._pattern_anchors):
+                if anchors is not None and not any(a in lowered for a in anchors):
+                    continue
                 for m in pattern.finditer(sentence):
                     k = bisect.bisect_right(ends, m.start())
                     if k < len(out) and out[k].start < m.end():
@@ -144,8 +149,10 @@ class ContextLexicon:
         if not targets:
             return []
         tokens = list(_TOKEN.finditer(lower_same_length(sentence)))
-        word_starts = [m.start() for m in tokens if m.group()[0].isalnum() or m.group()[0] == "_"]
         triggers = [t for t in self.triggers(sentence, tokens) if t.rule.category != "PSEUDO"]
+        if not triggers or all(t.rule.category == "TERMINATE" for t in triggers):
+            return ["affirmed"] * len(targets)
+        word_starts = [m.start() for m in tokens if m.group()[0].isalnum() or m.group()[0] == "_"]
 
         def words_before(position: int) -> int:
             return bisect.bisect_left(word_starts, position)

@@ -14,7 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError, Target
+from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of
 
 # Findings a modifier can belong to.
 HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "radiculopathy",
@@ -61,6 +61,8 @@ class ModifierLexicon:
                 raise LexiconError(f"{name}: [{modifier}] a modifier's name is one lower-case word")
             patterns.append(f"(?P<{modifier}>" + "|".join(f"(?:{p})" for p in spec["patterns"]) + ")")
             self.examples[modifier] = (spec["example"], spec["example_finding"], spec.get("not_finding"))
+        every = [p for spec in raw.values() for p in spec["patterns"]]
+        self._anchors = anchors_of(every)  # a sentence without any of these holds no modifier
         try:
             self._pattern = re.compile("|".join(patterns))
         except re.error as exc:
@@ -71,7 +73,7 @@ class ModifierLexicon:
         """The modifiers of each target (same order; `targets` sorted by start)."""
         heads = [t for t in targets if t.finding in HEADS]
         out: dict[int, set[str]] = {}
-        if not heads:
+        if not heads or (self._anchors is not None and not any(a in lowered_sentence for a in self._anchors)):
             return [frozenset()] * len(targets)
         head_starts = [h.start for h in heads]
         index = {id(t): n for n, t in enumerate(targets)}

@@ -125,22 +125,41 @@ class TextReader:
     def read_all(self, sources: list[Source], deadline=None) -> Reading:
         reading = Reading()
         budget = self.max_record_chars
-        for source in sources:
+        results: dict[int, tuple] = {}
+        todo: list[tuple[int, Source, str, dict]] = []  # texts not read before: normalized first
+        for n, source in enumerate(sources):
             if deadline is not None:
                 deadline.check()
             if budget <= 0:
                 reading.count("record-text-not-read")
                 continue
             cached = _lru_get(self._sources, source)
-            if cached is None:
-                found, limits = self._read_source(source, min(budget, self.max_text_chars), deadline)
-                cached = (found, tuple(limits.items()))
-                _lru_put(self._sources, source, cached, self._source_cache)
-            found, limits = cached
-            for name, n in limits:
-                reading.count(name, n)
-            reading.findings.extend(found)
+            if cached is not None:
+                results[n] = cached
+            else:
+                limits: dict[str, int] = {}
+                text = source.text
+                cap = min(budget, self.max_text_chars)
+                if len(text) > cap:
+                    text = text[:cap]
+                    limits["text-truncated"] = 1
+                todo.append((n, source, text, limits))
             budget -= min(len(source.text), self.max_text_chars)
+        if todo:
+            normalized = [self.spelling.normalize(text, deadline) for _, _, text, _ in todo]
+            # Which concepts may occur: one pass of anchor tests over all the new texts at once
+            # (per text, the tests' own overhead was a tenth of the reading).
+            joined = "\n\n".join(x.text for x in normalized)
+            candidates = self.concepts.candidates(joined, lower_same_length(joined))
+            for (n, source, _, limits), text in zip(todo, normalized):
+                found = self._read_source(source, text, candidates, limits, deadline) if candidates else ()
+                results[n] = (found, tuple(limits.items()))
+                _lru_put(self._sources, source, results[n], self._source_cache)
+        for n in sorted(results):
+            found, limits = results[n]
+            for name, count in limits:
+                reading.count(name, count)
+            reading.findings.extend(found)
         return reading
 
     def describe_limits(self, limits: dict[str, int]) -> list[dict]:
@@ -159,18 +178,12 @@ class TextReader:
         return tuple(self.read_all([source]).findings)
 
     # ------------------------------------------------------------------ a text
-    def _read_source(self, source: Source, max_chars: int, deadline) -> tuple[tuple[Finding, ...], dict]:
-        limits: dict[str, int] = {}
-        original = source.text
-        if len(original) > max_chars:
-            original = original[:max_chars]
-            limits["text-truncated"] = 1
-        normalized = self.spelling.normalize(original, deadline)
+    def _read_source(self, source: Source, normalized, candidates, limits: dict, deadline) -> tuple[Finding, ...]:
+        original = normalized.original_text
         text = normalized.text
         lowered = lower_same_length(text)
-        candidates = self.concepts.candidates(text, lowered)
-        if not candidates:
-            return (), limits
+        if not _may_hold(text, lowered, candidates):
+            return ()
         sections = self.sections.sections(text, "report" if source.from_report else "note", deadline)
         splitting = split(text, sections.headers, self.max_sentence_chars, deadline)
         if splitting.long_sentences_cut:
@@ -206,7 +219,7 @@ class TextReader:
                                                               original[o_start:o_end], assertion, source.date)
                 found.append(Finding(kind, assertion, region, level, specific, upper, phrase, evidence,
                                      source.from_report, modifiers, linked, section.name, source.prior))
-        return tuple(found), limits
+        return tuple(found)
 
     def _analyse(self, sentence: str, matches: list[Target], section: SectionKind,
                  line_level: LevelMention | None) -> tuple:
@@ -250,6 +263,16 @@ class TextReader:
             out.append((target.finding, assertion, region, level, specific, upper, target.text,
                         modifiers[n], linked[n]))
         return tuple(out)
+
+
+def _may_hold(text: str, lowered: str, candidates) -> bool:
+    """Whether a text holds an anchor of a candidate concept (else it holds no finding)."""
+    for _, lower, cased in candidates:
+        if lower is None or cased is None:
+            return True
+        if any(a in lowered for a in lower) or any(a in text for a in cased):
+            return True
+    return False
 
 
 def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict) -> dict[int, LevelMention]:

@@ -22,12 +22,12 @@ from pathlib import Path
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .concepts import KNOWLEDGE, LexiconError
+from .concepts import KNOWLEDGE, LexiconError, lower_same_length
 
 _ABBREVIATION_KEYS = {"written", "means", "any_case", "example", "example_finding"}
 _MISSPELLING_KEYS = {"written", "means", "example", "example_finding"}
-_LONG_WORD = re.compile(r"[A-Za-z]{8,}")
 MIN_LENGTH = 8
+_LONG_WORD = re.compile(r"[a-z]{8,}")
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,16 @@ class SpellingLexicon:
             self.misspellings.append(self._entry(spec, _MISSPELLING_KEYS, f"{name} misspelling #{n + 1}"))
         self._cased = cased
         self._any_case = any_case
-        alternatives = [(re.escape(w), False) for w in cased] + [(re.escape(w), True) for w in any_case]
-        pattern = "|".join(f"(?i:{p})" if insensitive else p
-                           for p, insensitive in sorted(alternatives, key=lambda a: -len(a[0])))
-        self._abbreviation = re.compile(r"(?<![\w/])(?:" + pattern + r")(?![\w/])") if alternatives else None
+        # Two scans, the cased ones on the text and the others on its lower-cased copy; the word
+        # boundary before a match is checked after it (a leading look-behind stops the engine's
+        # fast skip to the first letters).
+        def scan(words):
+            alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+            return re.compile(r"(?:" + alternatives + r")(?![\w/])") if words else None
+        self._cased_scan = scan(cased)
+        self._any_case_scan = scan(list(any_case))
         self._cache: dict[str, str | None] = {}
+        self._starts = frozenset(self._by_start)
 
     @staticmethod
     def _entry(spec, keys: set[str], where: str) -> Example:
@@ -135,19 +140,27 @@ class SpellingLexicon:
 
     def normalize(self, text: str, deadline=None) -> Normalized:
         replacements: list[tuple[int, int, str]] = []
-        if self._abbreviation is not None:
-            for m in self._abbreviation.finditer(text):
-                written = m.group()
-                means = self._cased.get(written) or self._any_case.get(written.lower())
+        lowered = lower_same_length(text)
+        for scan, haystack, table in ((self._cased_scan, text, self._cased),
+                                      (self._any_case_scan, lowered, self._any_case)):
+            for m in scan.finditer(haystack) if scan is not None else ():
+                before = text[m.start() - 1] if m.start() else " "
+                if before.isalnum() or before in "_/":
+                    continue
+                means = table.get(m.group())
                 if means:
                     replacements.append((m.start(), m.end(), means))
-        taken = [(s, e) for s, e, _ in replacements]
-        for n, m in enumerate(_LONG_WORD.finditer(text)):
+        starts = self._starts
+        # Misspellings, on the lower-cased text; only a word that starts like a vocabulary word can
+        # misspell one, so most long words cost a set look-up.
+        for n, m in enumerate(_LONG_WORD.finditer(lowered)):
             if deadline is not None and n % 4096 == 4095:
                 deadline.check()
-            corrected = self.correction(m.group())
+            if m.group()[:2] not in starts:
+                continue
+            written = text[m.start():m.end()]
+            corrected = self.correction(written)
             if corrected is not None:
-                written = m.group()
                 if written.isupper():
                     corrected = corrected.upper()
                 elif written[0].isupper():
@@ -155,16 +168,13 @@ class SpellingLexicon:
                 replacements.append((m.start(), m.end(), corrected))
         if not replacements:
             return Normalized(text, text, [])
-        if taken and len(replacements) > len(taken):
-            replacements.sort()
-            kept, last_end = [], -1
-            for r in replacements:
-                if r[0] >= last_end:
-                    kept.append(r)
-                    last_end = r[1]
-            replacements = kept
-        else:
-            replacements.sort()
+        replacements.sort()
+        kept, last_end = [], -1
+        for r in replacements:  # an abbreviation and a correction never overlap: the first wins
+            if r[0] >= last_end:
+                kept.append(r)
+                last_end = r[1]
+        replacements = kept
         parts, points, position, shift = [], [], 0, 0
         for start, end, new in replacements:
             parts.append(text[position:start])
