@@ -166,8 +166,8 @@ class ConceptLexicon:
                                 else self.candidates(sentence, lowered))
         return [t for t in found if self.concepts[t.finding].accepts(t.text, sentence)]
 
-    def matches_in(self, text: str, lowered: str, candidates, spans: list[tuple[int, int]] | None = None
-                   ) -> list[Target]:
+    def matches_in(self, text: str, lowered: str, candidates, spans: list[tuple[int, int]] | None = None,
+                   deadline=None) -> list[Target]:
         """Every match of the candidate concepts in a whole text, before the context checks of
         ambiguous ones (which need the sentence). With the sentence spans, a concept is scanned
         only in the sentences that hold one of its anchors: a match contains an anchor and never
@@ -188,7 +188,9 @@ class ConceptLexicon:
                             hit.add(bisect.bisect_right(starts, i) - 1)
                             i = haystack.find(anchor, i + 1)
                 windows = [spans[i] for i in sorted(hit) if i >= 0]
-            for lo, hi in windows:
+            for n, (lo, hi) in enumerate(windows):
+                if deadline is not None and n % 1024 == 1023:
+                    deadline.check()
                 for start, end in concept.matches(text, lowered, use_lower, use_cased, lo, hi):
                     if end > start:
                         found.append(Target(concept.finding, start, end, text[start:end]))

@@ -189,14 +189,14 @@ class TextReader:
         if splitting.long_sentences_cut:
             limits["long-sentence-cut"] = splitting.long_sentences_cut
         spans = splitting.spans
-        matches = self.concepts.matches_in(text, lowered, candidates, spans)
+        matches = self.concepts.matches_in(text, lowered, candidates, spans, deadline)
         starts = [s for s, _ in spans]
         by_sentence: dict[int, list[Target]] = {}
         for match in matches:
             i = bisect.bisect_right(starts, match.start) - 1
             if i >= 0 and match.end <= spans[i][1]:  # a match across a sentence end is no target
                 by_sentence.setdefault(i, []).append(match)
-        line_levels = _line_levels(text, spans, by_sentence)
+        line_levels = _line_levels(text, spans, by_sentence, deadline)
         found: list[Finding] = []
         evidence_cache: dict[tuple[int, str], Evidence] = {}
         for count, i in enumerate(sorted(by_sentence)):
@@ -275,7 +275,8 @@ def _may_hold(text: str, lowered: str, candidates) -> bool:
     return False
 
 
-def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict) -> dict[int, LevelMention]:
+def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict, deadline=None
+                 ) -> dict[int, LevelMention]:
     """The level line each sentence belongs to: a sentence that starts with a level label
     ("C5-C6:", "At C1-C2,") opens it; the sentences after it on the same line (a wrapped level line
     counts as one) stay in it; a new line without a label, a blank line or a header ends it."""
@@ -283,6 +284,8 @@ def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict) -> 
     current: LevelMention | None = None
     previous_end = 0
     for i, (start, end) in enumerate(spans):
+        if deadline is not None and i % 4096 == 4095:
+            deadline.check()
         label = LEVEL_LABEL.match(text, start)
         if label:
             mentions = find_levels(text[start:label.end()])

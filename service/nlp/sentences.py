@@ -62,7 +62,7 @@ def split(text: str, headers: list[tuple[int, int]] | None = None, max_chars: in
     `headers` are (start, end) spans of section headers (the sectionizer's): each ends a sentence
     and is left out of every sentence."""
     breaks = _line_breaks(text, headers or [], deadline)
-    breaks.extend(_stops(text))
+    breaks.extend(_stops(text, deadline))
     breaks.extend((m.start(), m.start() + 1) for m in _JOINED_LEVEL.finditer(text))
     for start, end in headers or []:
         breaks.append((start, end))
@@ -131,9 +131,11 @@ def _ends_sentence(line: str, end: int, header_ends: set[int]) -> bool:
     return len(line) < _WRAP_WIDTH
 
 
-def _stops(text: str) -> list[tuple[int, int]]:
+def _stops(text: str, deadline=None) -> list[tuple[int, int]]:
     out = []
-    for m in _STOP.finditer(text):
+    for n, m in enumerate(_STOP.finditer(text)):
+        if deadline is not None and n % 4096 == 4095:
+            deadline.check()
         if m.group() == "." and _is_abbreviation(text, m.start()):
             continue
         if m.group()[0] in "?!" and (m.start() == 0 or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in ")]")):
