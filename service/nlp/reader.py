@@ -219,7 +219,7 @@ class TextReader:
                                                               original[o_start:o_end], assertion, source.date)
                 found.append(Finding(kind, assertion, region, level, specific, upper, phrase, evidence,
                                      source.from_report, modifiers, linked, section.name, source.prior))
-        return tuple(found)
+        return tuple(_addendum_supersedes(found))
 
     def _analyse(self, sentence: str, matches: list[Target], section: SectionKind,
                  line_level: LevelMention | None) -> tuple:
@@ -263,6 +263,15 @@ class TextReader:
             out.append((target.finding, assertion, region, level, specific, upper, target.text,
                         modifiers[n], linked[n]))
         return tuple(out)
+
+
+def _addendum_supersedes(found: list[Finding]) -> list[Finding]:
+    """An addendum corrects its document: where it speaks of a finding (in any assertion), what the
+    body said of that finding no longer counts ("CORRECTION: ... there is no fracture")."""
+    corrected = {f.kind for f in found if f.section == "addendum"}
+    if not corrected:
+        return found
+    return [f for f in found if f.section == "addendum" or f.kind not in corrected]
 
 
 def _may_hold(text: str, lowered: str, candidates) -> bool:

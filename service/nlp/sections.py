@@ -142,7 +142,9 @@ class SectionLexicon:
 
 
 def _header_pattern(literals: list[str]) -> re.Pattern:
-    """A header at the start of a line: a known name, then ':' (or ' - '), or the end of the line."""
+    """A header at the start of a line: a known name, then ':' (or ' - '), or the end of the line;
+    a date, time or author between the name and its colon belongs to the header
+    ("ADDENDUM 11/20/2026 16:05 (I. Salazar, MD):")."""
     names = sorted(literals, key=len, reverse=True)
     alternatives = "|".join(r"\s+".join(re.escape(w) for w in x.split()) for x in names)
-    return re.compile(r"(?im)^[ \t]*(?P<name>" + alternatives + r")(?P<end>[ \t]*:|[ \t]+-[ \t]|[ \t]*(?=\r?\n|$))[ \t]*")
+    return re.compile(r"(?im)^[ \t]*(?P<name>" + alternatives + r")(?P<end>[ \t]*:|[ \t]+-[ \t]|[ \t]*(?=\r?\n|$)|[ \t]+[(\d][^\n:]{0,60}(?::\d[^\n:]{0,60})*:)[ \t]*")

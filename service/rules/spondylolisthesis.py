@@ -142,8 +142,11 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
                              tuple(fractures + trauma[:1]), description, cord)
     slipped = [f for f in in_region(slips(facts), OAA) + [f for f in facts.of("dislocation") if f.region == OAA]
                if _acute(f)]
-    if slipped and any(f.modifiers & NOT_ACUTE for f in in_region(slips(facts), OAA)):
+    oaa_slips = in_region(slips(facts), OAA)
+    if slipped and any(f.modifiers & NOT_ACUTE for f in oaa_slips):
         return None  # the slip is documented as chronic or a sequela: no acute injury of it
+    if slipped and any("acquired" in f.modifiers and not f.modifiers & {"traumatic", "acute"} for f in oaa_slips):
+        return None  # documented as degenerative: an injury elsewhere in the encounter is not its cause
     if trauma and slipped:
         text = " ".join(f.evidence.text for f in slipped)
         dislocated = bool(re.search(r"\bdislocat", text, re.IGNORECASE))
