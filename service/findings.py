@@ -86,6 +86,7 @@ class Findings:
     orders: list[DraftOrder] = field(default_factory=list)
     read_text: object = None  # () -> Reading: the text is read when a rule first asks
     limits: dict = field(default_factory=dict)  # reading caps reached (name → times), for the answer
+    memo: dict = field(default_factory=dict)    # analyses several rules share, computed once per call
 
     @cached_property
     def text(self) -> list[Finding]:

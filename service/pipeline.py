@@ -28,14 +28,16 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
     if request.fhir.server and reader is None:
         log.warning("hookInstance=%s fhirServer is not on the allowlist: not contacted", request.hook_instance)
     try:
-        record = build_record(request, reader, deadline)
-    except Exception:
-        log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
-                 request.hook_instance, service.id, deadline.elapsed_ms())
-        raise
-    findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
-    context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
-    try:
+        try:
+            record = build_record(request, reader, deadline)
+        except DeadlineExceeded:
+            raise
+        except Exception:
+            log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
+                     request.hook_instance, service.id, deadline.elapsed_ms())
+            raise
+        findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
+        context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
         cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
                  for card in evaluate(findings, context, deadline)]
     except DeadlineExceeded:

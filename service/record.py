@@ -125,7 +125,7 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
             continue
         if fetched:
             record.fetched.append(spec.key)
-        _add(record, spec, data, reader)
+        _add(record, spec, data, reader, deadline)
     if failures:
         raise Problem(412, failures)
 
@@ -135,7 +135,7 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
             if model is not None:
                 record.draft_orders.append(model)
                 record.raw[f"ServiceRequest/{resource.get('id', n)}"] = resource
-                _collect_texts(record, resource, reader)
+                _collect_texts(record, resource, reader, deadline)
     return record
 
 
@@ -179,7 +179,7 @@ def _has_next(bundle: dict) -> bool:
     return any(isinstance(link, dict) and link.get("relation") == "next" for link in listed(bundle.get("link")))
 
 
-def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | None) -> None:
+def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | None, deadline: Deadline) -> None:
     if data is None:
         return
     resource_type, patient_id = spec.resource_type, record.patient_id
@@ -190,6 +190,8 @@ def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | No
     else:
         resources = [data]
     for n, resource in enumerate(resources):
+        if n % 64 == 63:
+            deadline.check()  # thousands of resources must not keep the call past its budget
         if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
             continue  # included resources, search outcomes, other types: not ours to read here
         where = f"{resource_type}/{resource.get('id', f'#{n}')}"
@@ -206,7 +208,7 @@ def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | No
             record.patient = model
         elif resource_type == "Encounter":
             record.encounter = model
-        _collect_texts(record, resource, reader)
+        _collect_texts(record, resource, reader, deadline)
 
 
 def _belongs_to(resource: dict, patient_id: str) -> bool:
@@ -301,7 +303,7 @@ def _parse(record: PatientRecord, resource: dict, where: str):
 
 
 # ---------------------------------------------------------------------- text
-def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | None) -> None:
+def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | None, deadline=None) -> None:
     """Narrative of a resource, from the raw JSON (the models decode base64 leniently)."""
     rtype = resource.get("resourceType")
     ref = f"{rtype}/{resource.get('id', '?')}"
@@ -320,20 +322,20 @@ def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | N
     if rtype == "DiagnosticReport":
         add("conclusion", resource.get("conclusion"))
         for n, attachment in enumerate(listed(resource.get("presentedForm"))):
-            add(f"presentedForm[{n}]", _attachment_text(record, ref, f"presentedForm[{n}]", attachment, reader))
+            add(f"presentedForm[{n}]", _attachment_text(record, ref, f"presentedForm[{n}]", attachment, reader, deadline))
     elif rtype == "DocumentReference":
         add("description", resource.get("description"))
         for n, content in enumerate(listed(resource.get("content"))):
             if isinstance(content, dict):
                 element = f"content[{n}].attachment"
-                add(element, _attachment_text(record, ref, element, content.get("attachment"), reader))
+                add(element, _attachment_text(record, ref, element, content.get("attachment"), reader, deadline))
     elif rtype == "ServiceRequest":
         for n, reason in enumerate(listed(resource.get("reasonCode"))):
             if isinstance(reason, dict):
                 add(f"reasonCode[{n}].text", reason.get("text"))
 
 
-def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, reader) -> str | None:
+def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, reader, deadline=None) -> str | None:
     if not isinstance(attachment, dict):
         return None
     content_type = attachment.get("contentType")
@@ -354,7 +356,7 @@ def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, 
         content_type = content_type or binary_type
     else:
         return None
-    text = decode_text(content_type, data)
+    text = decode_text(content_type, data, deadline)
     if text is None:
         record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read"))
     return text

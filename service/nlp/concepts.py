@@ -50,15 +50,25 @@ class Concept:
     anchors: tuple[str, ...] | None = None  # lower-case strings one of which every lower-case match contains
     cased_anchors: tuple[str, ...] | None = None  # strings one of which every case-sensitive match contains
 
-    def accepts(self, match_text: str, sentence: str) -> bool:
+    def __post_init__(self):
+        object.__setattr__(self, "_context_lower", tuple(p.lower() for p in self.context))
+        object.__setattr__(self, "_not_context_lower", tuple(p.lower() for p in self.not_context))
+        object.__setattr__(self, "_verdicts", {})
+
+    def accepts(self, match_text: str, sentence: str, lowered: str | None = None) -> bool:
         """An ambiguous match ("RA") counts only with its context (when it has one) and without its
         counter-context."""
         if self.ambiguous is None or not self.ambiguous.search(match_text):
             return True
-        lowered = sentence.lower()
-        if any(phrase.lower() in lowered for phrase in self.not_context):
-            return False
-        return not self.context or any(phrase.lower() in lowered for phrase in self.context)
+        lowered = sentence.lower() if lowered is None else lowered
+        verdict = self._verdicts.get(lowered)
+        if verdict is None:  # the same for every match of the sentence: decided once
+            verdict = not any(phrase in lowered for phrase in self._not_context_lower) and (
+                not self.context or any(phrase in lowered for phrase in self._context_lower))
+            if len(self._verdicts) > 256:
+                self._verdicts.clear()
+            self._verdicts[lowered] = verdict
+        return verdict
 
     def matches(self, sentence: str, lowered: str, use_lower: bool = True, use_cased: bool = True,
                 start: int = 0, end: int | None = None):

@@ -11,6 +11,7 @@ M54.12 C3 and below).
 """
 from __future__ import annotations
 
+import bisect
 import re
 from typing import NamedTuple
 
@@ -103,14 +104,20 @@ def find_levels(sentence: str) -> list[LevelMention]:
     """Every level mention of a sentence. Each pattern runs only when the sentence has what it
     needs (a digit, or one of its words): most sentences have none, and the tests are cheaper."""
     mentions: list[LevelMention] = []
-    taken: list[tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []  # sorted, not overlapping: a look-up is a bisection
     lowered = sentence.lower()
     has_digit = _DIGIT.search(sentence) is not None
     has_named = any(h in lowered for h in _NAMED_HINTS)
     has_generic = any(h in lowered for h in _GENERIC_HINTS)
 
     def free(start: int, end: int) -> bool:
-        return all(end <= s or start >= e for s, e in taken)
+        i = bisect.bisect_left(taken, (start, start))
+        if i < len(taken) and taken[i][0] < end:
+            return False
+        return not (i > 0 and taken[i - 1][1] > start)
+
+    def take(start: int, end: int) -> None:
+        bisect.insort(taken, (start, end))
 
     for m in _PAIR.finditer(sentence) if has_digit else ():
         if m.group("ao"):
@@ -128,12 +135,12 @@ def find_levels(sentence: str) -> list[LevelMention]:
             continue
         # A root named by its segment (C5-6 radiculopathy) takes the segment's region.
         mentions.append(LevelMention(m.start(), m.end(), m.group(), region, region, True))
-        taken.append((m.start(), m.end()))
+        take(m.start(), m.end())
 
     for m in _NAMED_OAA.finditer(sentence) if has_named or has_digit else ():
         if free(m.start(), m.end()):
             mentions.append(LevelMention(m.start(), m.end(), m.group(), OAA, OAA, True))
-            taken.append((m.start(), m.end()))
+            take(m.start(), m.end())
 
     for m in _SINGLE.finditer(sentence) if has_digit else ():
         if not free(m.start(), m.end()):
@@ -143,7 +150,7 @@ def find_levels(sentence: str) -> list[LevelMention]:
             continue
         mentions.append(LevelMention(m.start(), m.end(), m.group(), _vertebra_region(vertebra),
                                      _root_region(vertebra), True))
-        taken.append((m.start(), m.end()))
+        take(m.start(), m.end())
 
     for m in _GENERIC.finditer(sentence) if has_generic else ():
         if not free(m.start(), m.end()):
@@ -154,5 +161,5 @@ def find_levels(sentence: str) -> list[LevelMention]:
             continue  # "neck pain" places nothing
         upper = (m.group("upper") or "").lower() in ("upper", "high") and region == CERVICAL
         mentions.append(LevelMention(m.start(), m.end(), m.group().strip(), region, region, False, upper))
-        taken.append((m.start(), m.end()))
+        take(m.start(), m.end())
     return sorted(mentions, key=lambda x: x.start)

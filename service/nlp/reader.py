@@ -16,6 +16,7 @@ not read. Each cap reached is counted in `Reading.limits`, which the answer repo
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -133,7 +134,8 @@ class TextReader:
             if budget <= 0:
                 reading.count("record-text-not-read")
                 continue
-            cached = _lru_get(self._sources, source)
+            key = _source_key(source, self.max_text_chars)
+            cached = _lru_get(self._sources, key)
             if cached is not None:
                 results[n] = cached
             else:
@@ -143,18 +145,24 @@ class TextReader:
                 if len(text) > cap:
                     text = text[:cap]
                     limits["text-truncated"] = 1
-                todo.append((n, source, text, limits))
+                todo.append((n, source, text, limits, key))
             budget -= min(len(source.text), self.max_text_chars)
         if todo:
-            normalized = [self.spelling.normalize(text, deadline) for _, _, text, _ in todo]
+            normalized = []
+            for _, _, text, limits, _ in todo:
+                read = self.spelling.normalize(text, deadline)
+                if len(read.text) > self.max_text_chars:  # expanded abbreviations count against the cap
+                    read = read.truncated(self.max_text_chars)
+                    limits["text-truncated"] = 1
+                normalized.append(read)
             # Which concepts may occur: one pass of anchor tests over all the new texts at once
             # (per text, the tests' own overhead was a tenth of the reading).
             joined = "\n\n".join(x.text for x in normalized)
             candidates = self.concepts.candidates(joined, lower_same_length(joined))
-            for (n, source, _, limits), text in zip(todo, normalized):
+            for (n, source, _, limits, key), text in zip(todo, normalized):
                 found = self._read_source(source, text, candidates, limits, deadline) if candidates else ()
                 results[n] = (found, tuple(limits.items()))
-                _lru_put(self._sources, source, results[n], self._source_cache)
+                _lru_put(self._sources, key, results[n], self._source_cache)
         for n in sorted(results):
             found, limits = results[n]
             for name, count in limits:
@@ -238,7 +246,9 @@ class TextReader:
         if matches is None:
             targets = self.concepts.targets(sentence)
         else:
-            targets = [t for t in matches if self.concepts.concepts[t.finding].accepts(t.text, sentence)]
+            lowered_sentence = sentence.lower()
+            concepts = self.concepts.concepts
+            targets = [t for t in matches if concepts[t.finding].accepts(t.text, sentence, lowered_sentence)]
         if not targets:
             return ()
         targets = _drop_nested(targets)
@@ -305,6 +315,13 @@ def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict, dea
             out[i] = current
         previous_end = end
     return out
+
+
+def _source_key(source: Source, max_chars: int) -> tuple:
+    """A text's cache key: where it is from and a digest of what is read of it (the cache must not
+    hold a record's megabytes of text as its keys)."""
+    digest = hashlib.blake2b(source.text[:max_chars + 1].encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return (source.reference, source.element, source.date, source.from_report, source.prior, digest)
 
 
 def _lru_get(cache: OrderedDict, key):

@@ -63,6 +63,12 @@ class Normalized:
             return o_end + (position - n_end)
         return o_start if position == n_start else o_end  # inside a replacement: its original span
 
+    def truncated(self, length: int) -> "Normalized":
+        """The normalized text cut at `length` (the original cut where that position maps)."""
+        end = self.original(length)
+        return Normalized(self.original_text[:end], self.text[:length],
+                          [p for p in self._points if p[1] <= length])
+
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         return self.original(start), self.original(end)
 

@@ -117,6 +117,13 @@ def evidence_of(findings: list[Finding], limit: int = 3):
     return out
 
 
+def sentences_of(findings: list[Finding], limit: int = 16) -> str:
+    """The distinct sentences the findings were read in, joined (at most `limit`): what a rule
+    reads for details such as a fracture's type. Bounded: a note that repeats one finding a
+    thousand times gives one sentence, not a thousand."""
+    return " ".join(list(dict.fromkeys(f.evidence.text for f in findings))[:limit])
+
+
 # ------------------------------------------------------------ shared analyses
 def slips(facts: Findings) -> list[Finding]:
     """Affirmed spondylolisthesis findings (a current slip, not a history or a question)."""

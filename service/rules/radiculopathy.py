@@ -16,7 +16,7 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
-                     recode_card, remove_condition, resequence, slips, specificity_cards)
+                     recode_card, remove_condition, resequence, sentences_of, slips, specificity_cards)
 
 RA_CODES = ("M05", "M06", "M08", "M45")
 
@@ -217,7 +217,7 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     found = _ra_documented(facts)
     if not found:
         return []
-    text = " ".join(f.evidence.text for f in found).lower()
+    text = sentences_of(found).lower()
     seronegative = "seronegative" in text or "rheumatoid factor negative" in text
     seropositive = "seropositive" in text or "rheumatoid factor positive" in text
     # M06.08 is RA *without* rheumatoid factor: never for a seropositive patient (M05 → M45.- for the spine).

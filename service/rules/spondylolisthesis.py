@@ -16,7 +16,8 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, OAA
 from . import RuleContext, rule
 from .common import (REGION_DIGIT, REGION_LABEL, documented_region, evidence_of, in_region, new_condition,
-                     recode_card, recode_condition, remove_condition, slip_region, slips, specificity_cards)
+                     recode_card, recode_condition, remove_condition, sentences_of, slip_region, slips,
+                     specificity_cards)
 
 M43_1 = "M43.1"
 
@@ -75,6 +76,13 @@ def _acute(finding: Finding) -> bool:
 
 
 def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
+    """Once per hook call (four rules ask)."""
+    if "traumatic_slip" not in facts.memo:
+        facts.memo["traumatic_slip"] = _traumatic_slip(facts, ctx)
+    return facts.memo["traumatic_slip"]
+
+
+def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     """An acute traumatic slip or fracture at C0-C2, and the code the tabular sends it to.
 
     The acuity belongs to the slip or fracture itself: a fracture said to be old or healed, or a
@@ -93,7 +101,7 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
             fractures = by_vertebra["C1"] + by_vertebra[None]
         elif by_vertebra["C2"] and not by_vertebra["C1"]:
             fractures = by_vertebra["C2"] + by_vertebra[None]
-        text = " ".join(f.evidence.text for f in fractures)
+        text = sentences_of(fractures)
         lowered = text.lower()
         displaced = "nondisplaced" not in lowered and "non-displaced" not in lowered
         seventh = _seventh(facts, True, text)
@@ -148,7 +156,7 @@ def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     if slipped and any("acquired" in f.modifiers and not f.modifiers & {"traumatic", "acute"} for f in oaa_slips):
         return None  # documented as degenerative: an injury elsewhere in the encounter is not its cause
     if trauma and slipped:
-        text = " ".join(f.evidence.text for f in slipped)
+        text = sentences_of(slipped)
         dislocated = bool(re.search(r"\bdislocat", text, re.IGNORECASE))
         joint = "S13.11" if _C0.search(text) else "S13.12"
         stem = joint + ("1" if dislocated else "0")
