@@ -25,6 +25,13 @@ _PRIORITY = {"negated": 0, "family": 1, "uncertain": 2, "historical": 3}
 _RULE_KEYS = {"literal", "pattern", "category", "direction", "max_scope", "example", "example_finding",
               "example_assertion"}
 DEFAULT_SCOPE = {"FORWARD": 10, "BACKWARD": 6}
+# A negation reaches on through a coordinated list ("no A, B, C, or D"), up to LIST_SCOPE words,
+# as long as what lies between holds commas and no verb that would start a clause of its own.
+LIST_SCOPE = 30
+_LIST = re.compile(r"(?=[^;]*,)(?![^;]*\b(?:is|are|was|were|there|shows?|showed|demonstrates?|reveals?|has|have|had|"
+                   r"noted|seen|identified|present|but|however|although|which|with)\b)[^;.]*", re.IGNORECASE)
+# What may follow a trigger that ends its sentence.
+_ENDS = re.compile(r"[\s.!?)\]\"']*")
 _WORD = re.compile(r"\w+")
 # Words (with their inner / ' - as in "h/o", "s/p") and single punctuation marks (";", "?").
 _TOKEN = re.compile(r"\w+(?:[/'-]\w+)*|[^\w\s]")
@@ -126,17 +133,37 @@ class ContextLexicon:
             else:
                 i += 1
         if self._patterns:
+            found = [[] for _ in self._patterns]
+            for n, ((pattern, index), anchors) in enumerate(zip(self._patterns, self._pattern_anchors)):
+                if anchors is None or any(a in lowered for a in anchors):
+                    found[n] = [Trigger(self.rules[index], m.start(), m.end()) for m in pattern.finditer(sentence)]
+            # A PSEUDO pattern ("72 year old") takes its words from the literal triggers in it ("old").
+            pseudo = sorted((t for group in found for t in group if t.rule.category == "PSEUDO"), key=lambda t: t.start)
+            if pseudo:
+                starts = [t.start for t in pseudo]
+                def inside_pseudo(t: Trigger) -> bool:
+                    k = bisect.bisect_right(starts, t.start) - 1
+                    return k >= 0 and pseudo[k].end > t.start
+                out = [t for t in out if not inside_pseudo(t)]
             ends = [t.end for t in out]  # literal triggers do not overlap and are in order
-            extra = []
-            for (pattern, index), anchors in zip(self._patterns, self._pattern_anchors):
-                if anchors is not None and not any(a in lowered for a in anchors):
-                    continue
-                for m in pattern.finditer(sentence):
-                    k = bisect.bisect_right(ends, m.start())
-                    if k < len(out) and out[k].start < m.end():
-                        continue  # overlaps a literal trigger
-                    extra.append(Trigger(self.rules[index], m.start(), m.end()))
-            out.extend(extra)
+            extra = list(pseudo)
+            replaced: set[int] = set()
+            for group in found:
+                for trigger in group:
+                    if trigger.rule.category == "PSEUDO":
+                        continue
+                    k = bisect.bisect_right(ends, trigger.start)
+                    covered = []
+                    while k < len(out) and out[k].start < trigger.end:
+                        covered.append(k)
+                        k += 1
+                    if covered and not all(trigger.start <= out[j].start and out[j].end <= trigger.end
+                                           and (out[j].rule.category, out[j].rule.direction)
+                                           != (trigger.rule.category, trigger.rule.direction) for j in covered):
+                        continue  # overlaps a literal trigger without holding it, or says what it says
+                    replaced.update(covered)  # ": no" at the end of a field holds the literal "no"
+                    extra.append(trigger)
+            out = [t for n, t in enumerate(out) if n not in replaced] + extra
         return sorted(out, key=lambda t: t.start)
 
     def assertions(self, sentence: str, targets: list[Target], sentence_negation: bool = False) -> list[str]:
@@ -169,9 +196,11 @@ class ContextLexicon:
             events.append((target.start, 2, n))
         events.sort(key=lambda e: (e[0], e[1]))
         reach: dict[str, float] = {}
+        negation_end = None  # where the last open negation ended, for lists that run past its scope
         for position, kind, item in events:
             if kind == 0:
                 reach.clear()
+                negation_end = None
             elif kind == 1:
                 assertion = item.rule.assertion
                 limit = item.rule.max_scope or DEFAULT_SCOPE["FORWARD"]
@@ -180,9 +209,14 @@ class ContextLexicon:
                 far = words_before(item.end) + limit
                 if far > reach.get(assertion, -1):
                     reach[assertion] = far
+                if assertion == "negated":
+                    negation_end = item.end
             else:
                 at = words_before(position)
                 found[item].update(a for a, far in reach.items() if at <= far)
+                if negation_end is not None and "negated" not in found[item] and \
+                        at - words_before(negation_end) <= LIST_SCOPE and _LIST.fullmatch(sentence, negation_end, position):
+                    found[item].add("negated")  # "No swelling, malalignment, widening of the ADI, or acute fracture"
         # backward, right to left
         events = []
         for trigger in triggers:
@@ -199,6 +233,8 @@ class ContextLexicon:
                 near.clear()
             elif kind == 1:
                 limit = item.rule.max_scope or DEFAULT_SCOPE["BACKWARD"]
+                if item.rule.max_scope is None and _ENDS.fullmatch(sentence, item.end):
+                    limit = float("inf")  # "A fracture through the base of the dens is not identified."
                 low = words_before(item.start) - limit
                 assertion = item.rule.assertion
                 if low < near.get(assertion, float("inf")):

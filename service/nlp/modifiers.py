@@ -17,7 +17,7 @@ from pathlib import Path
 from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of
 
 # Findings a modifier can belong to.
-HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "radiculopathy",
+HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "anomaly", "radiculopathy",
                    "myelopathy", "cord-compression", "spondylosis", "disc-disorder", "stenosis",
                    "foraminal-stenosis", "occipital-neuralgia", "trauma", "axial-neck-pain", "c1c2-radicular",
                    "radicular-signs"})
@@ -33,7 +33,9 @@ _EFFECT_OF = re.compile(r"\b(?:due\s+to|secondary\s+to|caused\s+by|from|related\
 _CAUSING = re.compile(r"\b(?:causing|resulting\s+in|producing|with\s+resultant|with\s+resulting|with|"
                       r"leading\s+to|contributing\s+to|compressing|impinging(?:\s+on)?|abutting|explains?|"
                       r"accounts?\s+for|responsible\s+for)\b", re.IGNORECASE)
-_NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s", re.IGNORECASE)
+_NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s|\bnot\b|\bno\b|n't\b|\bunrelated\b|\brather\s+than\b|"
+                      r"\bunlikely\b|\bwithout\b|\bnor\b", re.IGNORECASE)
+MAX_GAP = 60  # characters between a modifier and its finding: further off, it modifies something else
 _KEYS = {"patterns", "example", "example_finding", "not_finding", "attaches"}
 ATTACHES = ("nearest", "before", "after")
 
@@ -96,17 +98,23 @@ class ModifierLexicon:
                     owner = after
                 else:
                     owner = before
-            if owner is not None:
+            if owner is not None and _gap(owner, m.start(), m.end()) <= MAX_GAP:
                 out.setdefault(index[id(owner)], set()).add(name)
         return [frozenset(out.get(n, ())) for n in range(len(targets))]
 
 
-def links(sentence: str, targets: list[Target]) -> list[frozenset[str]]:
-    """For each target (sorted by start), the kinds of findings the sentence links it to as cause
-    or effect: neighbouring cause and effect findings joined by a causal word, nothing between
-    them that ends the clause."""
-    relevant = [n for n, t in enumerate(targets) if t.finding in CAUSES or t.finding in EFFECTS]
-    out: list[set[str]] = [set() for _ in targets]
+def _gap(head: Target, start: int, end: int) -> int:
+    return max(0, start - head.end, head.start - end)
+
+
+def links(sentence: str, targets: list[Target], assertions: list[str] | None = None) -> list[frozenset[int]]:
+    """For each target (sorted by start), the indexes of the targets the sentence links it to as
+    cause or effect: neighbouring cause and effect findings joined by a causal word, nothing
+    between them that ends the clause or denies the link ("does not account for"), neither of them
+    negated."""
+    relevant = [n for n, t in enumerate(targets) if (t.finding in CAUSES or t.finding in EFFECTS)
+                and (assertions is None or assertions[n] != "negated")]
+    out: list[set[int]] = [set() for _ in targets]
     for a, b in zip(relevant, relevant[1:]):
         first, second = targets[a], targets[b]
         gap = sentence[first.end:second.start]
@@ -118,6 +126,6 @@ def links(sentence: str, targets: list[Target]) -> list[frozenset[str]]:
             pass
         else:
             continue
-        out[a].add(second.finding)
-        out[b].add(first.finding)
+        out[a].add(b)
+        out[b].add(a)
     return [frozenset(x) for x in out]

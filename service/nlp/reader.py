@@ -35,6 +35,7 @@ _CLAUSE_BREAK = re.compile(r";|,\s|\bwith(?:out)?\b|\bbut\b|\bwhile\b|\bwhereas\
                            r"\band\s+(?=(?:the|there|a|an)\b)|\babove\b|\bbelow\b",
                            re.IGNORECASE)
 ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
+_BONE_INJURIES = frozenset({"fracture", "dislocation"})
 _SECTION_EFFECT = {"historical": "historical", "uncertain": "uncertain"}
 # A plan sentence about care that goes on, not care still to come.
 _ONGOING = re.compile(r"\b(?:continue[sd]?|continuing|currently|ongoing|resume[sd]?|completed?|has\s+(?:had|done|tried)|"
@@ -258,8 +259,9 @@ class TextReader:
             if leveled else {}
         lowered = lower_same_length(sentence)
         modifiers = self.modifiers.attach(lowered, targets)
-        linked = links(sentence, targets)
+        linked = links(sentence, targets, assertions)
         ongoing = bool(section.planned) and _ONGOING.search(sentence) is not None
+        placed = [_level_of(levels.get(t, ()), self.concepts.concepts[t.finding].level_from) for t in targets]
         out = []
         for n, (target, assertion) in enumerate(zip(targets, assertions)):
             if assertion == "affirmed" and section.assertion in _SECTION_EFFECT:
@@ -268,10 +270,11 @@ class TextReader:
                 assertion = "uncertain"  # planned, not yet done
             if assertion == "family" or section.assertion == "family":
                 continue
-            concept = self.concepts.concepts[target.finding]
-            region, level, specific, upper = _level_of(levels.get(target, ()), concept.level_from)
+            region, level, specific, upper = placed[n]
+            # the findings the note links it to, with the region each is at: (kind, region)
+            causes = frozenset((targets[m].finding, placed[m][0]) for m in linked[n])
             out.append((target.finding, assertion, region, level, specific, upper, target.text,
-                        modifiers[n], linked[n]))
+                        modifiers[n], causes))
         return tuple(out)
 
 
@@ -309,10 +312,19 @@ def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict, dea
         if label:
             mentions = find_levels(text[start:label.end()])
             current = mentions[0] if mentions else None
-        elif "\n" in text[previous_end:start]:
-            current = None
-        if current is not None and i in by_sentence:
-            out[i] = current
+            line_start = text.rfind("\n", 0, start) + 1
+            # "C5-C6: ..." at the start of a line opens a level line; "At C1-C2, there is ..." inside a
+            # dictated paragraph is about its own sentence only
+            continues = not text[line_start:start].strip()
+            if current is not None and i in by_sentence:
+                out[i] = current
+            if not continues:
+                current = None
+        else:
+            if "\n" in text[previous_end:start]:
+                current = None
+            if current is not None and i in by_sentence:
+                out[i] = current
         previous_end = end
     return out
 
@@ -372,6 +384,7 @@ def _levels_by_target(sentence: str, targets: list[Target], levels: list[LevelMe
     owned: dict[Target, list[LevelMention]] = {t: [] for t in leveled}
     if not leveled:
         return owned
+    sites = [t for t in targets if t.finding == "non-spinal-site"]
     breaks = [0]
     for m in _CLAUSE_BREAK.finditer(sentence):
         breaks.append(m.start())
@@ -389,16 +402,22 @@ def _levels_by_target(sentence: str, targets: list[Target], levels: list[LevelMe
             near = [c for c in candidates[max(0, k - 1):k + 1]]
             nearest = min(near, key=lambda t: _distance(t, mention))
             owned[nearest].append(mention)
-    specific = [m for m in levels if m.specific]
+    taken = {id(m) for mentions in owned.values() for m in mentions}
+    specific = [m for m in levels if m.specific and id(m) not in taken]
     specific_starts = [m.start for m in specific]
     for target in leveled:
+        if target.finding in _BONE_INJURIES and any(
+                bisect.bisect_right(breaks, site.start) == bisect.bisect_right(breaks, target.start) for site in sites):
+            owned[target] = []  # "fracture of the left first rib": not a spinal level, whatever is near
+            continue
         if owned[target]:
             continue
         if line_level is not None:
             owned[target] = [line_level]
             continue
         k = bisect.bisect_left(specific_starts, target.start)
-        nearby = [m for m in specific[max(0, k - 1):k + 1] if _distance(target, m) <= 40]
+        nearby = [m for m in specific[max(0, k - 1):k + 1] if _distance(target, m) <= 40
+                  and ";" not in sentence[min(m.end, target.end):max(m.start, target.start)]]
         owned[target] = sorted(nearby, key=lambda m: _distance(target, m))[:1]
     return owned
 

@@ -39,9 +39,15 @@ def radicular_mechanism(facts: Findings) -> list[Finding]:
     return found
 
 
-def _causes_radiculopathy(finding: Finding) -> bool:
-    """The note names this finding as the radiculopathy's cause ("radiculopathy secondary to ...")."""
-    return bool(finding.linked & {"radiculopathy", "radicular-signs", "c1c2-radicular"})
+_RADICULAR = ("radiculopathy", "radicular-signs", "c1c2-radicular")
+
+
+def _causes_radiculopathy(finding: Finding, anywhere: bool = False) -> bool:
+    """The note names this finding as the cause of the radiculopathy coded M54.11 ("radiculopathy
+    secondary to ..."): a radicular finding at C0-C2 or without a level of its own; with
+    `anywhere`, at any level (when no C0-C2 radiculopathy is documented, the one the disc causes is
+    the one that was coded)."""
+    return any(kind in _RADICULAR and (anywhere or region in (OAA, None)) for kind, region in finding.linked)
 
 
 def _spondylosis_reroute(facts: Findings):
@@ -75,10 +81,12 @@ def _disc_code(finding: Finding) -> str | None:
 def _disc_reroute(facts: Findings):
     """A cervical disc disorder the note names as the radiculopathy's cause: M50.1- of the disc's
     level (there is no disc at C1-C2). An incidental disc bulge at another level is no cause."""
+    # A C2 radiculopathy documented beside a C7 one a C6-C7 disc causes: two conditions, no reroute.
+    anywhere = not [f for f in facts.of("radiculopathy") if f.specific and f.region == OAA]
     for finding in facts.of("disc-disorder"):
-        if finding.region in (CERVICAL, CERVICOTHORACIC, None) and _causes_radiculopathy(finding):
+        if finding.region in (CERVICAL, CERVICOTHORACIC, None) and _causes_radiculopathy(finding, anywhere):
             code = _disc_code(finding)
-            if code:
+            if code and not facts.has_code(code):
                 return code, [finding]
     return None
 

@@ -26,6 +26,15 @@ def _m43(facts: Findings, firm: bool = True):
     return [c for c in facts.coded_with(M43_1, firm=firm) if c.code != M43_1]
 
 
+# The M43.1- codes a slip at C0-C2 can be coded with (its own region's, the cervical one next to it,
+# unspecified, multiple): an injury at C0-C2 is not the same slip as a lumbar one (I.A.12.a).
+UPPER = ("M43.10", "M43.11", "M43.12", "M43.19")
+
+
+def _m43_upper(facts: Findings, firm: bool = True):
+    return [c for c in _m43(facts, firm) if c.code in UPPER]
+
+
 # ------------------------------------------------------------ trauma analysis
 @dataclass(frozen=True)
 class TraumaticSlip:
@@ -222,13 +231,13 @@ def spl_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("SPL-TRAUMA")
 def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
-    if not _m43(facts):
+    if not _m43_upper(facts):
         return []
     slip = traumatic_slip(facts, ctx)
     if slip is None or _acute_s_code(facts):
         return []
     cards = []
-    for condition in _m43(facts):
+    for condition in _m43_upper(facts):
         values = {"current": condition.code, "current_display": ctx.terminology.display(condition.code),
                   "description": slip.description, "cord_injury": slip.cord_injury}
         if slip.code:
@@ -367,7 +376,7 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                 + evidence_of(congenital or acquired, 2),
                 suggestions=suggestions,
             ))
-        for acute in _acute_s_code(facts):
+        for acute in _acute_s_code(facts) if m43.code in UPPER else ():
             cards.append(Card(
                 rule="SPL-EXCLUDES", variant="acute-injury",
                 values={"current": m43.code, "other": acute.code, "other_display": ctx.terminology.display(acute.code),
