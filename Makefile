@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench harden browser check-config clean accuracy
+.PHONY: run test bench worst-case harden browser check-config clean accuracy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ accuracy: $(STAMP)  ## the chart corpus scorecard: cards expected, produced, wro
 
 bench: $(STAMP)  ## benchmark: spine-cds serve vs the bare stack, figures against targets
 	$(BIN)/python bench/run.py
+
+worst-case: $(STAMP)  ## the text reader on pathological and large texts: cost by shape and size, growth exponents
+	$(BIN)/python bench/worst_case.py
 
 harden: $(STAMP)  ## hardening report: attacks, fuzzing, faults, load and crash, log privacy
 	$(BIN)/python hardening/report.py

@@ -12,7 +12,7 @@ first read; only "repeat" sends one record again. Each run takes at least 1,000 
 is not the 2nd slowest of 60) in 4 blocks on new records; server CPU is read from /proc for the
 gunicorn master and workers after every client has warmed up and after the last measured answer.
 The headline is the typical workload at 1 client: server CPU <= 15 ms/request, p95 < 20 ms,
-p99 < 30 ms. A full run takes about 5 minutes on 2 cores; --quick a quarter of the requests,
+p99 < 30 ms. A full run takes about 7 minutes on 2 cores; --quick a quarter of the requests,
 --smoke a handful (tests/test_bench.py).
 """
 from __future__ import annotations
@@ -94,13 +94,13 @@ def pss_mb(pid: int) -> dict:
 
 
 class Server:
-    def __init__(self, name: str, command: list[str], env: dict, log: Path):
+    def __init__(self, name: str, command: list[str], env: dict, log: Path, cwd: Path = ROOT):
         self.name = name
         self.port = free_port()
         command = [part.replace("{port}", str(self.port)) for part in command]
         self.log = open(log, "w")
         self.started = time.monotonic()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.ready_s = wait_ready(self.port, self.process)
 
     def cpu(self) -> float:
@@ -179,7 +179,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a quarter of the requests (noisier figures)")
     parser.add_argument("--smoke", action="store_true", help="a handful of requests: checks the benchmark runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose service/ is served "
+                        "(default: this one), e.g. a worktree of the code before a change")
     args = parser.parse_args()
+    code = args.code.resolve()
+    if not (code / "service" / "cli.py").is_file():
+        parser.error(f"--code {args.code}: no service/cli.py there")
     scale = 0.01 if args.smoke else 0.25 if args.quick else 1.0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
 
@@ -216,11 +221,11 @@ def main() -> int:
     env.update(SPINE_CDS_DATA_DIR=str(tmp), SPINE_CDS_LOG_LEVEL="INFO")
     results: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform(), "cpu": _cpu_model()},
-                     "mode": mode, "workloads": workload_facts}
+                     "mode": mode, "code": str(code), "workloads": workload_facts}
 
     print("starting spine-cds serve ...", file=sys.stderr)
     ours = Server("spine-cds", [python, "-m", "service.cli", "serve", "--port", "{port}", "--workers", "2"],
-                  env, tmp / "service.log")
+                  env, tmp / "service.log", cwd=code)
     base = Server("baseline", [str(Path(python).with_name("gunicorn")), "-w", "2", "--preload", "-b",
                                "127.0.0.1:{port}", "--access-logfile", "-", "bench.baseline_app:app"],
                   env, tmp / "baseline.log")
@@ -324,7 +329,7 @@ def typical_summary(r: dict) -> list[str]:
 
 def report(r: dict) -> str:
     lines = [f"Spine Coding CDS benchmark ({r.get('mode', 'full')}) — {r['machine']['cores']} cores, "
-             f"{r['machine']['cpu']}, Python {r['machine']['python']}",
+             f"{r['machine']['cpu']}, Python {r['machine']['python']}; code served: {r.get('code', ROOT)}",
              f"typical: {r['workloads']['typical']['resources']} resources, {r['workloads']['typical']['text_kb']} KB "
              f"text; large: {r['workloads']['large']['resources']} resources, {r['workloads']['large']['text_kb']} KB",
              "", *typical_summary(r), "",

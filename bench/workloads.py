@@ -187,12 +187,16 @@ class Uniqueness:
 def shared_resources(bodies: list[dict]) -> int:
     """How many resources of these records also appear, byte for byte (or by type and id), in
     another of them: 0 for every workload but "repeat"."""
-    seen: dict = {}
+    def keys(resource: dict) -> tuple:
+        return json.dumps(resource, sort_keys=True), (resource["resourceType"], resource["id"])
+
+    owners: dict = {}
     for n, body in enumerate(bodies):
         for resource in resources_of(body):
-            for key in (json.dumps(resource, sort_keys=True), (resource["resourceType"], resource["id"])):
-                seen.setdefault(key, set()).add(n)
-    return sum(1 for owners in seen.values() if len(owners) > 1)
+            for key in keys(resource):
+                owners.setdefault(key, set()).add(n)
+    return sum(1 for body in bodies for resource in resources_of(body)
+               if any(len(owners[key]) > 1 for key in keys(resource)))
 
 
 def count_resources(body: dict) -> int:

@@ -21,8 +21,9 @@ pathological sentence cannot be stopped from inside. A reading stopped by its De
 only take longer) and the growth exponent is a lower bound.
 
 It prints, per shape and size, ms and ms per KB; the growth exponent log(time ratio) / log(size
-ratio) from the smallest to the largest size measured (1.0: linear); and flags a shape whose
-exponent is above 1.3 or whose largest size costs more than the 1 s hook deadline. The JSON goes
+ratio) from the smallest to the largest size measured (1.0: linear), and the same between the two
+largest sizes ("last step"); and flags a shape whose exponent (either) is above 1.3 or whose
+largest size costs more than the 1 s hook deadline (or whose hook call does). The JSON goes
 to bench/results/worst_case.json. Figures are the in-process cost on this machine, not a test
 (tests/test_bench.py only checks that every shape gets its figures).
 """
@@ -36,6 +37,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,6 +48,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def _use_code(argv: list[str]) -> Path:
+    """--code DIR: measure the `service` package of another checkout (the reader before or after
+    a rewrite); it goes first on sys.path before anything imports `service`."""
+    for n, arg in enumerate(argv):
+        value = argv[n + 1] if arg == "--code" and n + 1 < len(argv) else arg[7:] if arg.startswith("--code=") else None
+        if value:
+            code = Path(value).resolve()
+            if not (code / "service" / "__init__.py").is_file():
+                raise SystemExit(f"--code {value}: no service/ package there")
+            sys.path.insert(0, str(code))
+            return code
+    return ROOT
 
 KB = 1024
 SIZES = (2 * KB, 8 * KB, 32 * KB, 100 * KB)
@@ -129,7 +145,8 @@ def _shapes() -> None:
         "one-word-lines": ("many tiny sentences: one word a line", one_word_lines),
         "a-run": ("one long word: 'a' * n", repeated("a")),
         "levels-no-spaces": ("long word: 'C1-C2' * n without spaces", repeated("C1-C2")),
-        "abbreviation-walk": ("long word: 'a.a.a.a.' * n (abbreviation walk)", repeated("a.")),
+        "abbreviation-walk": ("long word: 'a.a.a.a.' * n, then ' Fx.' (a full stop before a space: the walk back "
+                              "over the word)", lambda size, rng: repeated("a.")(size - 4, rng) + " Fx."),
         "prose-radiology": ("realistic prose: radiology reports (MRI, CT), hard-wrapped", prose(RADIOLOGY)),
         "prose-clinic": ("realistic prose: spine clinic notes, hard-wrapped", prose(CLINIC)),
         "prose-mixed": ("realistic prose: the 4 documents in turn", prose(RADIOLOGY[:1] + CLINIC[:1] + RADIOLOGY[1:] + CLINIC[1:])),
@@ -385,15 +402,18 @@ def _worker(conn, db_path: str) -> None:
     """Runs measurements sent by the parent, one at a time; the parent kills it on a timeout."""
     from service.deadline import Deadline, DeadlineExceeded
     from service.findings import TextReader
-    from service.record import TextSource
 
     state: dict = {}
+    sources_of, count_of = _reader_api()
 
     def reps(policy, one):
         """Repetitions of `one()` (a dict with "ms"), each sent as soon as done."""
         total, count = 0.0, 0
         while True:
-            result = one()
+            try:
+                result = one()
+            except Exception as exc:  # noqa: BLE001 - reported as the measurement's result
+                result = {"ms": 0.0, "status": f"error: {type(exc).__name__}: {str(exc)[:200]}"}
             count += 1
             total += result["ms"] / 1000
             conn.send(("rep", result))
@@ -412,24 +432,26 @@ def _worker(conn, db_path: str) -> None:
         if kind == "read":
             _, shape, size, policy, deadline_s = task
             text = text_of(shape, size)
-            source = TextSource("DocumentReference/worst-case", "content[0].attachment", text, "2026-11-20")
+            sources = sources_of(text)
 
             def one_read():
                 reader = TextReader()  # empty caches: nothing read before helps
                 gc.collect()
                 started, cpu = time.perf_counter(), time.process_time()
-                status, found = "ok", 0
+                status, found, limits = "ok", 0, {}
                 try:
-                    found = len(reader.read_all([(source, False)], Deadline(deadline_s)))
+                    found, limits = count_of(reader.read_all(sources, Deadline(deadline_s)))
                 except DeadlineExceeded:
                     status = "deadline exceeded"
                 return {"ms": 1000 * (time.perf_counter() - started), "cpu_ms": 1000 * (time.process_time() - cpu),
-                        "status": status, "findings": found, "chars": len(text)}
+                        "status": status, "findings": found, "chars": len(text), "limits": limits}
             reps(policy, one_read)
-        elif kind == "hook":
-            _, shape, size, policy = task
+        elif kind == "prepare":
             if "app" not in state:
                 state.update(_hook_app(db_path))
+            conn.send(("done", None))
+        elif kind == "hook":
+            _, shape, size, policy = task
             base = text_of(shape, size)
 
             def one_hook():
@@ -454,6 +476,25 @@ def _worker(conn, db_path: str) -> None:
             conn.send(("pong", None))
 
 
+def _reader_api():
+    """How to call the reader of the code measured: `read_all([(TextSource, from_report)], deadline)`
+    returning findings (the reader before the rewrite), or `read_all([Source], deadline)` returning
+    a Reading with its findings and the caps it reached (service/nlp/reader.py)."""
+    ref, element, date = "DocumentReference/worst-case", "content[0].attachment", "2026-11-20"
+    try:
+        from service.nlp.reader import Source
+    except ImportError:
+        from service.record import TextSource
+
+        return (lambda text: [(TextSource(ref, element, text, date), False)]), (lambda found: (len(found), {}))
+    return ((lambda text: [Source(ref, element, text, date, False)]),
+            (lambda reading: (len(reading.findings), dict(reading.limits))))
+
+
+def _source_text(source) -> str:
+    return source.text if hasattr(source, "text") else source[0].text
+
+
 def _hook_app(db_path: str) -> dict:
     """The app as `spine-cds serve` runs it (warmed up, loaded objects frozen), in this worker."""
     from service import collector, create_app
@@ -470,7 +511,7 @@ def _hook_app(db_path: str) -> dict:
 
     def spied(sources, deadline=None):
         spy["calls"] += 1
-        spy["chars"] += sum(len(s.text) for s, _ in sources)
+        spy["chars"] += sum(len(_source_text(source)) for source in sources)
         started = time.perf_counter()
         try:
             return read_all(sources, deadline)
@@ -480,9 +521,21 @@ def _hook_app(db_path: str) -> dict:
     return {"app": app, "client": app.test_client(), "store": runtime.store, "spy": spy}
 
 
+def _vignettes():
+    """fhir_fixtures/build_vignettes.py of this checkout, by path (--code may put another
+    checkout's bench/ first on sys.path)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_vignettes", ROOT / "fhir_fixtures" / "build_vignettes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VIGNETTES = _vignettes()
+
+
 def _hook_body(text: str) -> dict:
-    from bench.workloads import vignettes
-    body = vignettes.build({"id": "worst-case", "hook": "encounter-sign",
+    body = VIGNETTES.build({"id": "worst-case", "hook": "encounter-sign",
                             "conditions": [{"code": "M54.11"}, {"code": "M43.11"}], "notes": [text]})
     body["hookInstance"] = str(uuid.uuid4())
     return body
@@ -495,6 +548,7 @@ class Worker:
         self.db_path = db_path
         self.process = None
         self.restarts = 0
+        self.app_ready = False
 
     def _start(self) -> None:
         ctx = mp.get_context("fork")
@@ -509,13 +563,23 @@ class Worker:
             self.process.join()
             self.conn.close()
             self.process = None
+            self.app_ready = False
 
-    def run(self, task: tuple, timeout: float, setup_timeout: float = 0.0) -> tuple[list[dict], str | None]:
+    def prepare_app(self, timeout: float = 180) -> None:
+        """Builds the app in the worker (not timed: loading, warm-up), once per worker."""
+        if not self.app_ready:
+            _, failure = self.run(("prepare",), timeout)
+            if failure:
+                raise SystemExit(f"the app could not be built in the worker: {failure}")
+            self.app_ready = True
+
+    def run(self, task: tuple, timeout: float) -> tuple[list[dict], str | None]:
+        """Each repetition must come within `timeout` seconds of the previous one."""
         if self.process is None:
             self._start()
         self.conn.send(task)
         results: list[dict] = []
-        wait = timeout + setup_timeout  # the first answer may wait for the app to be built
+        wait = timeout
         while True:
             if not self.conn.poll(wait):
                 self.kill()
@@ -541,19 +605,28 @@ def exponent(points: list[tuple[int, float]]) -> float | None:
     return math.log(t1 / t0) / math.log(s1 / s0)
 
 
+SLOW = ("timeout", "deadline exceeded")  # the measurements that say "at least this long"
+
+
 def summarise(reps: list[dict], failure: str | None, timeout: float) -> dict:
     if failure:
-        return {"status": failure, "ms": None, "lower_bound_ms": 1000 * timeout, "reps": len(reps)}
+        out = {"status": failure, "ms": None, "reps": len(reps)}
+        if failure == "timeout":
+            out["lower_bound_ms"] = 1000 * timeout
+        return out
     bad = [r for r in reps if r.get("status", "ok") != "ok"]
     if bad:
-        return {"status": bad[0]["status"], "ms": None, "lower_bound_ms": bad[0]["ms"], "reps": len(reps),
-                **{k: v for k, v in bad[0].items() if k not in ("ms", "status")}}
+        out = {"status": bad[0]["status"], "ms": None, "reps": len(reps),
+               **{k: v for k, v in bad[0].items() if k not in ("ms", "status")}}
+        if bad[0]["status"] == "deadline exceeded":
+            out["lower_bound_ms"] = bad[0]["ms"]
+        return out
     ms = statistics.median(r["ms"] for r in reps)
     out = {"status": "ok", "ms": round(ms, 3), "min_ms": round(min(r["ms"] for r in reps), 3), "reps": len(reps)}
     for key in ("cpu_ms",):
         if key in reps[0]:
             out[key] = round(statistics.median(r[key] for r in reps), 3)
-    for key in ("findings", "chars", "http_status", "cards", "deadline_answered", "text_read", "body_bytes"):
+    for key in ("findings", "chars", "limits", "http_status", "cards", "deadline_answered", "text_read", "body_bytes"):
         if key in reps[0]:
             out[key] = reps[0][key]
     if "read_ms" in reps[0]:
@@ -567,24 +640,28 @@ def measure_shape(worker: Worker, shape: str, quick: bool, timeout: float, polic
     for size in sizes_of(shape, quick):
         row = {"bytes": size, "kb": round(size / KB, 1)}
         if stopped:
-            row.update(status="not run", why=f"{stopped['kb']} KB already exceeded the {timeout:g} s timeout")
+            row.update(status="not run", why=f"{stopped['kb']:g} KB: {stopped['status']}")
         else:
             print(f"  {shape} {size // KB} KB ...", file=sys.stderr, flush=True)
             reps, failure = worker.run(("read", shape, size, policy, timeout), timeout)
             row.update(summarise(reps, failure, timeout))
             if row["status"] == "ok":
                 row["ms_per_kb"] = round(row["ms"] / (size / KB), 4)
+                # a reader that stops reading at a cap did not read the whole text: not a point
+                # of the growth curve (a sentence cut short is still read, and still counts)
+                row["read_partly"] = any("truncated" in k or "not-read" in k for k in row.get("limits") or {})
             else:
                 stopped = row
         entry["sizes"].append(row)
-    done = [(r["bytes"], r["ms"]) for r in entry["sizes"] if r["status"] == "ok"]
+    done = [(r["bytes"], r["ms"]) for r in entry["sizes"] if r["status"] == "ok" and not r["read_partly"]]
     entry["exponent"] = round(exponent(done), 2) if len(done) >= 2 else None
+    # between the two largest sizes measured: a cost that turns super-linear only late shows here
+    entry["exponent_last_step"] = round(exponent(done[-2:]), 2) if len(done) >= 2 else None
     entry["exponent_is_lower_bound"] = False
-    if stopped and done:
+    if stopped and done and "lower_bound_ms" in stopped:
         bound = exponent([done[0], (stopped["bytes"], stopped["lower_bound_ms"])])
         if entry["exponent"] is None or (bound is not None and bound > entry["exponent"]):
             entry["exponent"], entry["exponent_is_lower_bound"] = round(bound, 2), True
-    entry["largest_measured"] = entry["sizes"][len(done) - 1] if done else None
     return entry
 
 
@@ -593,11 +670,18 @@ def flags_of(entry: dict) -> list[str]:
     if entry["exponent"] is not None and entry["exponent"] > EXPONENT_LIMIT:
         flags.append(f"super-linear (exponent {'>= ' if entry['exponent_is_lower_bound'] else ''}"
                      f"{entry['exponent']} > {EXPONENT_LIMIT})")
+    elif entry.get("exponent_last_step") is not None and entry["exponent_last_step"] > EXPONENT_LIMIT:
+        sizes = [r for r in entry["sizes"] if r["status"] == "ok" and not r["read_partly"]][-2:]
+        flags.append(f"super-linear from {sizes[0]['kb']:g} to {sizes[1]['kb']:g} KB (exponent "
+                     f"{entry['exponent_last_step']} > {EXPONENT_LIMIT}; {entry['exponent']} over the whole range)")
     last = entry["sizes"][-1]
-    over = [r for r in entry["sizes"] if r["status"] not in ("ok", "not run")]
+    over = [r for r in entry["sizes"] if r["status"] in SLOW]
+    failed = [r for r in entry["sizes"] if r["status"] not in SLOW + ("ok", "not run")]
     if over:
-        flags.append(f"{over[0]['kb']:g} KB: {over[0]['status']} (> {over[0]['lower_bound_ms'] / 1000:g} s, "
+        flags.append(f"{over[0]['kb']:g} KB: {over[0]['status']} (> {over[0]['lower_bound_ms'] / 1000:.3g} s, "
                      f"over the {HOOK_DEADLINE_S:g} s hook deadline)")
+    elif failed:
+        flags.append(f"{failed[0]['kb']:g} KB: {failed[0]['status']}")
     elif last["status"] == "ok" and last["ms"] > 1000 * HOOK_DEADLINE_S:
         flags.append(f"{last['kb']:g} KB costs {last['ms'] / 1000:.2f} s, over the {HOOK_DEADLINE_S:g} s hook deadline")
     for hook in entry.get("hook", []):
@@ -611,10 +695,13 @@ def flags_of(entry: dict) -> list[str]:
 # -------------------------------------------------------------------------------- report
 def _cell(row: dict) -> str:
     if row["status"] == "ok":
-        return f"{row['ms']:.1f} ({row['ms_per_kb']:.2f})"
+        return f"{row['ms']:.1f} ({row['ms_per_kb']:.2f})" + ("#" if row.get("read_partly") else
+                                                               "*" if row.get("limits") else "")
     if row["status"] == "not run":
         return "-"
-    return f"> {row['lower_bound_ms'] / 1000:g} s {'TO' if row['status'] == 'timeout' else 'DL'}"
+    if row["status"] in SLOW:
+        return f"> {row['lower_bound_ms'] / 1000:.3g} s {'TO' if row['status'] == 'timeout' else 'DL'}"
+    return "ERROR"
 
 
 def report(r: dict) -> str:
@@ -622,15 +709,19 @@ def report(r: dict) -> str:
     label = {s: (f"{s // (1024 * KB)} MB" if s >= 1024 * KB else f"{s // KB} KB") for s in sizes}
     lines = [f"Worst-case text benchmark ({r['mode']}) — {r['machine']['cores']} cores, {r['machine']['cpu']}, "
              f"Python {r['machine']['python']}; timeout {r['timeout_s']:g} s a measurement",
+             f"code measured: {r['code']}",
              "TextReader().read_all in process, a new reader each repetition: ms (ms per KB); "
-             "TO = killed at the timeout, DL = Deadline exceeded, - = not run after a smaller size failed",
+             "TO = killed at the timeout, DL = Deadline exceeded, - = not run after a smaller size failed, "
+             "* = a cap of the reader cut a sentence short, # = it read only part of the text (left out of the "
+             "exponents; the JSON's limits say which)",
              "",
-             f"{'shape':<24}" + "".join(f"{label[s]:>19}" for s in sizes) + f"{'exponent':>10}"]
+             f"{'shape':<24}" + "".join(f"{label[s]:>19}" for s in sizes) + f"{'exponent':>10}{'last step':>11}"]
     for name, e in r["shapes"].items():
         by_size = {row["bytes"]: row for row in e["sizes"]}
         cells = "".join(f"{_cell(by_size[s]) if s in by_size else '':>19}" for s in sizes)
         exp = "n/a" if e["exponent"] is None else f"{'>=' if e['exponent_is_lower_bound'] else ''}{e['exponent']:.2f}"
-        lines.append(f"{name:<24}{cells}{exp:>10}")
+        last = "n/a" if e.get("exponent_last_step") is None else f"{e['exponent_last_step']:.2f}"
+        lines.append(f"{name:<24}{cells}{exp:>10}{last:>11}")
     lines += ["", "Whole hook call (create_app + Flask test client, encounter-sign, M54.11 + M43.11, the text as "
               f"the note; {HOOK_DEADLINE_S:g} s budget):",
               f"{'shape':<24}{'size':>8}{'ms':>11}{'read ms':>10}{'HTTP':>6}{'cards':>7}  answer"]
@@ -642,8 +733,8 @@ def report(r: dict) -> str:
                 lines.append(f"{name:<24}{label[h['bytes']]:>8}{h['ms']:>11.1f}{h['read_ms']:>10.1f}"
                              f"{h['http_status']:>6}{h['cards']:>7}  {answer}")
             else:
-                lines.append(f"{name:<24}{label[h['bytes']]:>8}{'> ' + format(h['lower_bound_ms'] / 1000, 'g') + ' s':>11}"
-                             f"{'':>10}{'':>6}{'':>7}  {h['status']}")
+                slow = f"> {h['lower_bound_ms'] / 1000:.3g} s" if "lower_bound_ms" in h else "-"
+                lines.append(f"{name:<24}{label[h['bytes']]:>8}{slow:>11}{'':>10}{'':>6}{'':>7}  {h['status']}")
     lines += ["", f"Flags (exponent > {EXPONENT_LIMIT}, or over the {HOOK_DEADLINE_S:g} s hook deadline):"]
     flagged = {name: e["flags"] for name, e in r["shapes"].items() if e["flags"]}
     for name, flags in flagged.items():
@@ -672,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(20; 3 with --quick)")
     parser.add_argument("--shapes", nargs="*", default=None, help="only these shapes (all by default)")
     parser.add_argument("--no-hook", action="store_true", help="the reader only, not the whole hook call")
+    parser.add_argument("--code", type=Path, default=None, help="the checkout whose service/ is measured "
+                        "(default: this one), e.g. a worktree of the reader before a rewrite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worst_case.json")
     args = parser.parse_args(argv)
     timeout = args.timeout or (3.0 if args.quick else 20.0)
@@ -686,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Loaded once here, before the workers fork: a worker killed at a timeout is replaced at once.
     import service.findings  # noqa: F401
+    import service
     import service.record  # noqa: F401
     if not args.no_hook:
         from service.app import _TERMINOLOGY
@@ -699,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform(), "cpu": _cpu_model()},
                "mode": "quick" if args.quick else "full", "timeout_s": timeout,
+               "code": str(Path(service.__file__).resolve().parent.parent),
                "hook_deadline_s": HOOK_DEADLINE_S, "exponent_limit": EXPONENT_LIMIT, "shapes": {}}
     try:
         print("the reader, in process:", file=sys.stderr)
@@ -711,12 +806,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows = []
                 for size in hook_sizes:
                     print(f"  hook {shape} {size // KB} KB ...", file=sys.stderr, flush=True)
-                    reps, failure = worker.run(("hook", shape, size, hook_policy), timeout, setup_timeout=120)
+                    worker.prepare_app()
+                    reps, failure = worker.run(("hook", shape, size, hook_policy), timeout)
                     row = {"bytes": size, "kb": round(size / KB, 1), **summarise(reps, failure, timeout)}
                     rows.append(row)
                 results["shapes"][shape]["hook"] = rows
     finally:
         worker.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
     for entry in results["shapes"].values():
         entry["flags"] = flags_of(entry)
     results["worker_restarts"] = worker.restarts
@@ -729,4 +826,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _use_code(sys.argv[1:])
     sys.exit(main())

@@ -37,7 +37,7 @@ def test_typical_records_share_no_resource():
 
     records = [record(40, 12, seed=seed) for seed in range(1, 11)]
     assert shared_resources(records) == 0
-    assert shared_resources([records[0], records[0]]) == len(resources_of(records[0]))
+    assert shared_resources([records[0], records[0]]) == 2 * len(resources_of(records[0]))  # "repeat"
 
 
 def test_the_worst_case_benchmark_measures_every_shape(tmp_path):
