@@ -191,14 +191,15 @@ class TextReader:
         original = normalized.original_text
         text = normalized.text
         lowered = lower_same_length(text)
-        if not _may_hold(text, lowered, candidates):
-            return ()
+        occurrences = self.concepts.occurrences(text, lowered)
+        if not (occurrences[0] or occurrences[1] or self.concepts.always_scanned):
+            return ()  # no anchor of any concept: no finding
         sections = self.sections.sections(text, "report" if source.from_report else "note", deadline)
         splitting = split(text, sections.headers, self.max_sentence_chars, deadline)
         if splitting.long_sentences_cut:
             limits["long-sentence-cut"] = splitting.long_sentences_cut
         spans = splitting.spans
-        matches = self.concepts.matches_in(text, lowered, candidates, spans, deadline)
+        matches = self.concepts.matches_in(text, lowered, candidates, spans, deadline, occurrences)
         starts = [s for s, _ in spans]
         by_sentence: dict[int, list[Target]] = {}
         for match in matches:
@@ -285,16 +286,6 @@ def _addendum_supersedes(found: list[Finding]) -> list[Finding]:
     if not corrected:
         return found
     return [f for f in found if f.section == "addendum" or f.kind not in corrected]
-
-
-def _may_hold(text: str, lowered: str, candidates) -> bool:
-    """Whether a text holds an anchor of a candidate concept (else it holds no finding)."""
-    for _, lower, cased in candidates:
-        if lower is None or cased is None:
-            return True
-        if any(a in lowered for a in lower) or any(a in text for a in cased):
-            return True
-    return False
 
 
 def _line_levels(text: str, spans: list[tuple[int, int]], by_sentence: dict, deadline=None
