@@ -21,6 +21,10 @@ HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fu
                    "myelopathy", "cord-compression", "spondylosis", "disc-disorder", "stenosis",
                    "foraminal-stenosis", "occipital-neuralgia", "trauma", "axial-neck-pain", "c1c2-radicular",
                    "radicular-signs"})
+# The findings whose modifiers the rules read (an injury's acuity, a slip's origin): a sentence
+# without one of them is not searched for modifiers at all (the other heads only take the
+# modifiers that are not theirs from those).
+MODIFIED = frozenset({"displacement", "dislocation", "fracture", "trauma", "instability"})
 # Causes and what they may cause, for `links`.
 CAUSES = frozenset({"spondylosis", "disc-disorder", "stenosis", "foraminal-stenosis", "instability",
                     "rheumatoid-arthritis", "trauma", "fracture", "displacement", "dislocation"})
@@ -75,7 +79,7 @@ class ModifierLexicon:
         """The modifiers of each target (same order; `targets` sorted by start)."""
         heads = [t for t in targets if t.finding in HEADS]
         out: dict[int, set[str]] = {}
-        if not heads or (self._anchors is not None and not any(a in lowered_sentence for a in self._anchors)):
+        if not any(t.finding in MODIFIED for t in heads) or (self._anchors is not None and not any(a in lowered_sentence for a in self._anchors)):
             return [frozenset()] * len(targets)
         head_starts = [h.start for h in heads]
         index = {id(t): n for n, t in enumerate(targets)}
