@@ -155,6 +155,13 @@ class ConceptLexicon:
         # occurs tells which concepts may occur and which sentences to scan for them. Substring
         # tests of each of ~300 anchors, and a find() loop per anchor, cost a tenth of the reading.
         self._automata = (_automaton(self._lower_anchors), _automaton(self._cased_anchors))
+        self._concepts_of_lower: dict[str, list[str]] = {}
+        self._concepts_of_cased: dict[str, list[str]] = {}
+        for finding, concept in self.concepts.items():
+            for anchor in concept.anchors or ():
+                self._concepts_of_lower.setdefault(anchor, []).append(finding)
+            for anchor in concept.cased_anchors or ():
+                self._concepts_of_cased.setdefault(anchor, []).append(finding)
         self.always_scanned = any(c.anchors is None or c.cased_anchors is None for c in self.concepts.values())
 
     def occurrences(self, text: str, lowered: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
@@ -177,11 +184,18 @@ class ConceptLexicon:
         case, and as cased): one pass over the text, so each sentence tests only those."""
         lowered_text = lower_same_length(text) if lowered_text is None else lowered_text
         present, present_cased = occurrences if occurrences is not None else self.occurrences(text, lowered_text)
+        # From the anchors present to their concepts (few anchors are present in a text).
+        lower_of: dict[str, list[str]] = {}
+        cased_of: dict[str, list[str]] = {}
+        for anchors, table, by_anchor in ((present, lower_of, self._concepts_of_lower),
+                                          (present_cased, cased_of, self._concepts_of_cased)):
+            for anchor in anchors:
+                for finding in by_anchor.get(anchor, ()):
+                    table.setdefault(finding, []).append(anchor)
         out = []
-        for concept in self.concepts.values():
-            lower = None if concept.anchors is None else tuple(a for a in concept.anchors if a in present)
-            cased = None if concept.cased_anchors is None else tuple(
-                a for a in concept.cased_anchors if a in present_cased)
+        for finding, concept in self.concepts.items():
+            lower = None if concept.anchors is None else tuple(sorted(lower_of.get(finding, ())))
+            cased = None if concept.cased_anchors is None else tuple(sorted(cased_of.get(finding, ())))
             if lower is None or cased is None or lower or cased:
                 out.append((concept, lower, cased))
         return out

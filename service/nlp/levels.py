@@ -15,6 +15,8 @@ import bisect
 import re
 from typing import NamedTuple
 
+from .concepts import lower_same_length
+
 OAA = "occipito-atlanto-axial"
 CERVICAL = "cervical"
 CERVICOTHORACIC = "cervicothoracic"
@@ -37,18 +39,17 @@ _SINGLE = re.compile(
     r"(?<!S1 and )(?<!S1, )(?<!S1 )\b(?P<l>[CTLS])\s?(?P<n>\d{1,2})\b"
     r"(?!\s*(?:-?weighted|W\b|signal|hyper|hypo|images?|sequences?|and\s+S2|,\s*S2|\s*S2))"
 )
+# Matched on the lower-cased sentence (same length), with the word boundary before a match checked
+# after it: case-insensitive matching and a leading \b made these two a third of the level cost.
 _NAMED_OAA = re.compile(
-    r"\b(?:occipito-?atlanto-?axial|atlanto-?axial|atlantoaxial|atlanto-?occipital|atlantooccipital|"
+    r"(?:occipito-?atlanto-?axial|atlanto-?axial|atlantoaxial|atlanto-?occipital|atlantooccipital|"
     r"occipito-?cervical|occipitocervical|cranio-?cervical\s+junction|craniocervical|cranio-?vertebral\s+junction|"
-    r"craniovertebral|odontoid|dens|atlas|C0|lateral\s+mass(?:es)?\s+of\s+C1|"
-    r"(?<=atlas\sand\s)axis|\(axis\))\b",
-    re.IGNORECASE,
+    r"craniovertebral|odontoid|dens|atlas|c0|lateral\s+mass(?:es)?\s+of\s+c1|"
+    r"(?<=atlas\sand\s)axis|\(axis\))\b"
 )
-_GENERIC = re.compile(
-    r"\b(?P<upper>upper|high|mid|lower)?\s*(?P<region>cervicothoracic|thoracolumbar|lumbosacral|cervical|thoracic|"
-    r"lumbar|sacral|sacrococcygeal|neck)\b",
-    re.IGNORECASE,
-)
+_GENERIC = re.compile(r"(?:cervicothoracic|thoracolumbar|lumbosacral|cervical|thoracic|lumbar|sacral|sacrococcygeal|"
+                      r"neck)\b")
+_GENERIC_UPPER = re.compile(r"\b(upper|high|mid|lower)\s*$")
 
 
 class LevelMention(NamedTuple):
@@ -105,7 +106,7 @@ def find_levels(sentence: str) -> list[LevelMention]:
     needs (a digit, or one of its words): most sentences have none, and the tests are cheaper."""
     mentions: list[LevelMention] = []
     taken: list[tuple[int, int]] = []  # sorted, not overlapping: a look-up is a bisection
-    lowered = sentence.lower()
+    lowered = lower_same_length(sentence)
     has_digit = _DIGIT.search(sentence) is not None
     has_named = any(h in lowered for h in _NAMED_HINTS)
     has_generic = any(h in lowered for h in _GENERIC_HINTS)
@@ -137,9 +138,11 @@ def find_levels(sentence: str) -> list[LevelMention]:
         mentions.append(LevelMention(m.start(), m.end(), m.group(), region, region, True))
         take(m.start(), m.end())
 
-    for m in _NAMED_OAA.finditer(sentence) if has_named or has_digit else ():
+    for m in _NAMED_OAA.finditer(lowered) if has_named or has_digit else ():
+        if m.start() and lowered[m.start() - 1].isalnum() and lowered[m.start()] != "(":
+            continue  # inside a word ("addens")
         if free(m.start(), m.end()):
-            mentions.append(LevelMention(m.start(), m.end(), m.group(), OAA, OAA, True))
+            mentions.append(LevelMention(m.start(), m.end(), sentence[m.start():m.end()], OAA, OAA, True))
             take(m.start(), m.end())
 
     for m in _SINGLE.finditer(sentence) if has_digit else ():
@@ -152,14 +155,18 @@ def find_levels(sentence: str) -> list[LevelMention]:
                                      _root_region(vertebra), True))
         take(m.start(), m.end())
 
-    for m in _GENERIC.finditer(sentence) if has_generic else ():
-        if not free(m.start(), m.end()):
+    for m in _GENERIC.finditer(lowered) if has_generic else ():
+        if m.start() and (lowered[m.start() - 1].isalnum() or lowered[m.start() - 1] == "_"):
             continue
-        word = m.group("region").lower()
+        before = _GENERIC_UPPER.search(lowered, max(0, m.start() - 7), m.start())
+        start = before.start() if before else m.start()
+        if not free(start, m.end()):
+            continue
+        word = m.group()
         region = CERVICAL if word == "neck" else (SACRAL if word == "sacrococcygeal" else word)
-        if word == "neck" and not m.group("upper"):
+        if word == "neck" and not before:
             continue  # "neck pain" places nothing
-        upper = (m.group("upper") or "").lower() in ("upper", "high") and region == CERVICAL
-        mentions.append(LevelMention(m.start(), m.end(), m.group().strip(), region, region, False, upper))
-        take(m.start(), m.end())
+        upper = before is not None and before.group(1) in ("upper", "high") and region == CERVICAL
+        mentions.append(LevelMention(start, m.end(), sentence[start:m.end()], region, region, False, upper))
+        take(start, m.end())
     return sorted(mentions, key=lambda x: x.start)
