@@ -132,7 +132,7 @@ class ContextLexicon:
             if starting:
                 for phrase, index in starting:
                     n = len(phrase)
-                    if tuple(words[i:i + n]) == phrase:
+                    if n == 1 or tuple(words[i:i + n]) == phrase:  # its first word is this word
                         out.append(Trigger(self.rules[index], matches[i].start(), matches[i + n - 1].end()))
                         i += n
                         break
