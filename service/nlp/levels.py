@@ -96,7 +96,7 @@ def _segment_region(upper: tuple[str, int], lower: tuple[str, int]) -> str | Non
             ("L", "L"): LUMBAR, ("L", "S"): LUMBOSACRAL, ("S", "S"): SACRAL}.get(pair)
 
 
-_DIGIT = re.compile(r"\d")
+_LEVEL_DIGIT = re.compile(r"[CTLSctls]\s?\d|[Oo](?:cciput|c)?\s*(?:-|\u2013|/|to|on)\s*[Cc]?\d")
 _NAMED_HINTS = ("atlant", "occipit", "cranio", "odontoid", "dens", "atlas", "c0", "lateral mass", "axis")
 _GENERIC_HINTS = ("cervic", "thorac", "lumb", "sacr", "neck")
 
@@ -107,7 +107,7 @@ def find_levels(sentence: str) -> list[LevelMention]:
     mentions: list[LevelMention] = []
     taken: list[tuple[int, int]] = []  # sorted, not overlapping: a look-up is a bisection
     lowered = lower_same_length(sentence)
-    has_digit = _DIGIT.search(sentence) is not None
+    has_digit = _LEVEL_DIGIT.search(sentence) is not None  # a vertebra's letter and number, not any date
     has_named = any(h in lowered for h in _NAMED_HINTS)
     has_generic = any(h in lowered for h in _GENERIC_HINTS)
 
