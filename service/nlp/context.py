@@ -113,6 +113,10 @@ class ContextLexicon:
         # literals every match contains (measured: the pattern triggers were 60 % of ConText's cost).
         self._pattern_gates = [(gate, None if gate else anchors_of([p.pattern]))
                                for gate, (p, _) in zip(gates, self._patterns)]
+        # The first words of the literal triggers that modify a finding (not terminators, not PSEUDO
+        # phrases): a sentence holding none of them, where no pattern can match, is all affirmed.
+        self._modifying_words = frozenset(phrase[0] for phrase, index in self._phrases.items()
+                                          if self.rules[index].category not in ("TERMINATE", "PSEUDO"))
 
     def triggers(self, sentence: str, tokens: list | None = None) -> list[Trigger]:
         """Triggers in the sentence: at each word the longest literal phrase that starts there
@@ -181,6 +185,15 @@ class ContextLexicon:
             out = [t for n, t in enumerate(out) if n not in replaced] + extra
         return sorted(out, key=lambda t: t.start)
 
+    def _may_match_pattern(self, lowered: str, present: set[str]) -> bool:
+        for gate, anchors in self._pattern_gates:
+            if gate is not None:
+                if not gate.isdisjoint(present):
+                    return True
+            elif anchors is None or any(a in lowered for a in anchors):
+                return True
+        return False
+
     def assertions(self, sentence: str, targets: list[Target], sentence_negation: bool = False) -> list[str]:
         """The assertion of each target (same order): affirmed, negated, uncertain, historical, family.
 
@@ -190,7 +203,11 @@ class ContextLexicon:
         terminators). `sentence_negation`: a negation reaches the end of its sentence (ROS lists)."""
         if not targets:
             return []
-        tokens = list(_TOKEN.finditer(lower_same_length(sentence)))
+        lowered = lower_same_length(sentence)
+        present = set(_TOKEN.findall(lowered))
+        if present.isdisjoint(self._modifying_words) and not self._may_match_pattern(lowered, present):
+            return ["affirmed"] * len(targets)  # nothing here can modify a finding
+        tokens = list(_TOKEN.finditer(lowered))
         triggers = [t for t in self.triggers(sentence, tokens) if t.rule.category != "PSEUDO"]
         if not triggers or all(t.rule.category == "TERMINATE" for t in triggers):
             return ["affirmed"] * len(targets)
