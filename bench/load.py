@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import http.client
 import multiprocessing as mp
+import platform
 import resource
 import time
+from pathlib import Path
 
 
 def _client(port: int, path: str, bodies: list[bytes], count: int, warmup: int, ready, start, queue) -> None:
@@ -101,3 +103,14 @@ def percentile(sorted_values: list[float], pct: float) -> float:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def cpu_model() -> str:
+    """The machine's processor, as the benchmarks print it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

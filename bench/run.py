@@ -220,7 +220,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_CDS_")}
     env.update(SPINE_CDS_DATA_DIR=str(tmp), SPINE_CDS_LOG_LEVEL="INFO")
     results: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                                 "platform": platform.platform(), "cpu": _cpu_model()},
+                                 "platform": platform.platform(), "cpu": load.cpu_model()},
                      "mode": mode, "code": str(code), "workloads": workload_facts}
 
     print("starting spine-cds serve ...", file=sys.stderr)
@@ -263,16 +263,6 @@ def main() -> int:
     print(report(results))
     print(f"\nJSON: {args.out}", file=sys.stderr)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def checks(r: dict) -> list[dict]:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import load  # noqa: E402
 
 
 def _use_code(argv: list[str]) -> Path:
@@ -745,16 +746,6 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0] // KB} and "
@@ -791,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(str(tmp / "spine-cds.sqlite3"))
     started = time.monotonic()
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                           "platform": platform.platform(), "cpu": _cpu_model()},
+                           "platform": platform.platform(), "cpu": load.cpu_model()},
                "mode": "quick" if args.quick else "full", "timeout_s": timeout,
                "code": str(Path(service.__file__).resolve().parent.parent),
                "hook_deadline_s": HOOK_DEADLINE_S, "exponent_limit": EXPONENT_LIMIT, "shapes": {}}
