@@ -162,8 +162,9 @@ def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     oaa_slips = in_region(slips(facts), OAA)
     if slipped and any(f.modifiers & NOT_ACUTE for f in oaa_slips):
         return None  # the slip is documented as chronic or a sequela: no acute injury of it
-    if slipped and any("acquired" in f.modifiers and not f.modifiers & {"traumatic", "acute"} for f in oaa_slips):
-        return None  # documented as degenerative: an injury elsewhere in the encounter is not its cause
+    if slipped and any(f.modifiers & {"acquired", "congenital"} and not f.modifiers & {"traumatic", "acute"}
+                       for f in oaa_slips):
+        return None  # documented as degenerative or congenital: an injury elsewhere is not its cause
     if trauma and slipped:
         text = sentences_of(slipped)
         dislocated = bool(re.search(r"\bdislocat", text, re.IGNORECASE))
