@@ -151,7 +151,7 @@ def test_context_lexicon_schema(tmp_path, rule, message):
 def test_context_lexicon_requires_a_test_sentence(tmp_path):
     path = tmp_path / "rules.json"
     path.write_text(json.dumps({"rules": [{"literal": "no", "category": "NEGATED_EXISTENCE", "direction": "FORWARD"}]}))
-    with pytest.raises(LexiconError, match="every trigger is tested by a sentence"):
+    with pytest.raises(LexiconError, match=r"example is required \(every entry is tested by its example\)"):
         ContextLexicon(path)
 
 

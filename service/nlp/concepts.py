@@ -33,6 +33,13 @@ class LexiconError(ValueError):
     """A lexicon file that does not follow its schema: refused at load, with the reason."""
 
 
+def require_text(spec: dict, keys, where: str) -> None:
+    """Each of `keys` is a non-empty string in the lexicon entry (its test example among them)."""
+    for key in keys:
+        if not isinstance(spec.get(key), str) or not spec[key]:
+            raise LexiconError(f"{where}: {key} is required (every entry is tested by its example)")
+
+
 class Target(NamedTuple):
     finding: str
     start: int

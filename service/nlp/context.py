@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of, lower_same_length
+from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of, lower_same_length, require_text
 
 CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
               "PSEUDO", "TERMINATE")
@@ -76,9 +76,7 @@ class ContextLexicon:
                 raise LexiconError(f"{where}: category must be one of {CATEGORIES}")
             if raw.get("direction") not in DIRECTIONS:
                 raise LexiconError(f"{where}: direction must be one of {DIRECTIONS}")
-            for key in ("example", "example_finding", "example_assertion"):
-                if not isinstance(raw.get(key), str) or not raw[key]:
-                    raise LexiconError(f"{where}: {key} is required (every trigger is tested by a sentence)")
+            require_text(raw, ("example", "example_finding", "example_assertion"), where)
             if raw["example_assertion"] not in ASSERTIONS:
                 raise LexiconError(f"{where}: example_assertion must be one of {ASSERTIONS}")
             text = raw.get("literal", raw.get("pattern"))

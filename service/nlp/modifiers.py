@@ -14,7 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of
+from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of, require_text
 
 # Findings a modifier can belong to.
 HEADS = frozenset({"displacement", "dislocation", "fracture", "instability", "fusion", "anomaly", "radiculopathy",
@@ -55,9 +55,7 @@ class ModifierLexicon:
         for modifier, spec in raw.items():
             if not isinstance(spec, dict) or set(spec) - _KEYS:
                 raise LexiconError(f"{name}: [{modifier}] keys must be among {sorted(_KEYS)}")
-            for key in ("example", "example_finding"):
-                if not isinstance(spec.get(key), str) or not spec[key]:
-                    raise LexiconError(f"{name}: [{modifier}] {key} is required (every modifier is tested)")
+            require_text(spec, ("example", "example_finding"), f"{name}: [{modifier}]")
             if not spec.get("patterns") or not all(isinstance(p, str) and p == p.lower() for p in spec["patterns"]):
                 raise LexiconError(f"{name}: [{modifier}] needs lower-case patterns")
             if spec.get("attaches", "nearest") not in ATTACHES:

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .concepts import KNOWLEDGE, LexiconError
+from .concepts import KNOWLEDGE, LexiconError, require_text
 
 EFFECTS = ("none", "historical", "uncertain", "family", "ignored")
 DOCUMENTS = ("report", "note", "any")
@@ -108,9 +108,7 @@ class SectionLexicon:
             literals = spec.get("literals")
             if not literals or not all(isinstance(x, str) and x.strip() == x and x for x in literals):
                 raise LexiconError(f"{where}: literals must be a list of non-empty strings")
-            for key in ("example", "example_finding", "example_assertion"):
-                if not isinstance(spec.get(key), str) or not spec[key]:
-                    raise LexiconError(f"{where}: {key} is required (every header is tested by an example)")
+            require_text(spec, ("example", "example_finding", "example_assertion"), where)
             if spec["example_assertion"] not in EXAMPLE_ASSERTIONS:
                 raise LexiconError(f"{where}: example_assertion must be one of {EXAMPLE_ASSERTIONS}")
             for literal in literals:

@@ -22,7 +22,7 @@ from pathlib import Path
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .concepts import KNOWLEDGE, LexiconError, lower_same_length
+from .concepts import KNOWLEDGE, LexiconError, lower_same_length, require_text
 
 _ABBREVIATION_KEYS = {"written", "means", "any_case", "example", "example_finding"}
 _MISSPELLING_KEYS = {"written", "means", "example", "example_finding"}
@@ -120,9 +120,7 @@ class SpellingLexicon:
         unknown = set(spec) - keys
         if unknown:
             raise LexiconError(f"{where}: unknown keys {sorted(unknown)}")
-        for key in ("written", "means", "example", "example_finding"):
-            if not isinstance(spec.get(key), str) or not spec[key]:
-                raise LexiconError(f"{where}: {key} is required (every entry is tested by an example)")
+        require_text(spec, ("written", "means", "example", "example_finding"), where)
         return Example(spec["written"], spec["means"], spec["example"], spec["example_finding"])
 
     def correction(self, word: str) -> str | None:
