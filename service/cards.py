@@ -193,6 +193,10 @@ class Card:
     evidence: list[Evidence] = field(default_factory=list)
     suggestions: list[Suggestion] = field(default_factory=list)
     selection_behavior: str | None = None
+    # The FHIR resource the card is about ("Condition/c1", "ServiceRequest/o1"); None when the card
+    # is about the record as a whole. The resolver gives each subject one proposal; suppression
+    # keys a dismissed card by (patient, subject, rule).
+    subject: str | None = None
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_json(self, catalogue: CardCatalogue, rules_base_url: str) -> dict:

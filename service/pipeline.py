@@ -38,8 +38,8 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
             raise
         findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
         context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
-        cards = [card.to_json(runtime.catalogue, runtime.rules_base_url())
-                 for card in evaluate(findings, context, deadline)]
+        issued = evaluate(findings, context, deadline)  # list[Card], one decision per subject
+        cards = [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in issued]
     except DeadlineExceeded:
         log.warning("hookInstance=%s service=%s deadline of %.0f ms exceeded (%.1f ms): answered no cards",
                     request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
