@@ -48,16 +48,20 @@ def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS):
 
 
 def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
-    """All cards of the rules that run at this hook, in rule-id order (the budget checked
-    between rules: DeadlineExceeded when it is spent)."""
-    cards: list[Card] = []
+    """The cards shown at this hook: every rule's candidates (in rule-id order, the budget
+    checked between rules: DeadlineExceeded when it is spent), then one arbitration
+    (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
+    from .queries import as_queries
+    from .resolve import resolve
+
+    candidates: list[Card] = []
     for rule_id in sorted(RULES):
         entry = RULES[rule_id]
         if context.hook in entry.hooks:
             if deadline is not None:
                 deadline.check()
-            cards.extend(entry.check(findings, context))
-    return cards
+            candidates.extend(entry.check(findings, context))
+    return as_queries(resolve(candidates, findings, context), findings, context)
 
 
 def load_rules() -> dict[str, Rule]:
