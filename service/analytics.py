@@ -1,5 +1,7 @@
-"""What the cards did: issued, silent, accepted, overridden, unanswered, per rule, kind, service and
-day, with the override reasons and the suggestions chosen. Computed in the database (GROUP BY),
+"""What the cards did: issued (shown), silent, suppressed, accepted, overridden, unanswered, per rule,
+kind, service and day, with the override reasons and the suggestions chosen. A suppressed card is one
+the rules gave again after feedback on it within the window (service/suppression.py): recorded, not
+shown, so not counted among the shown cards. Computed in the database (GROUP BY),
 so it stays cheap as the tables grow; no clinical text is involved anywhere."""
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ class Filters:
 class RuleFigures:
     rule: str
     kind: str
-    issued: int = 0
+    issued: int = 0  # shown
     silent: int = 0
+    suppressed: int = 0
     accepted: int = 0
     overridden: int = 0
     answered: int = 0  # cards with any feedback
@@ -56,7 +59,7 @@ class Report:
     rules: list[RuleFigures] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
     by_service: dict[str, int] = field(default_factory=dict)
-    by_day: list[tuple[str, int, int]] = field(default_factory=list)  # (day, live, silent)
+    by_day: list[tuple[str, int, int, int]] = field(default_factory=list)  # (day, live, silent, suppressed)
     override_reasons: list[tuple[str, int]] = field(default_factory=list)
     suggestions_chosen: list[tuple[str, int, int]] = field(default_factory=list)  # (rule, position, count)
 
@@ -64,18 +67,18 @@ class Report:
     def totals(self) -> RuleFigures:
         total = RuleFigures("all", "")
         for r in self.rules:
-            for name in ("issued", "silent", "accepted", "overridden", "answered"):
+            for name in ("issued", "silent", "suppressed", "accepted", "overridden", "answered"):
                 setattr(total, name, getattr(total, name) + getattr(r, name))
         return total
 
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["rule", "kind", "issued", "silent", "accepted", "overridden", "unanswered",
+        writer.writerow(["rule", "kind", "issued", "silent", "suppressed", "accepted", "overridden", "unanswered",
                          "acceptance_rate", "override_rate"])
         for r in self.rules:
-            writer.writerow([r.rule, r.kind, r.issued, r.silent, r.accepted, r.overridden, r.unanswered,
-                             r.rate(r.accepted), r.rate(r.overridden)])
+            writer.writerow([r.rule, r.kind, r.issued, r.silent, r.suppressed, r.accepted, r.overridden,
+                             r.unanswered, r.rate(r.accepted), r.rate(r.overridden)])
         return out.getvalue()
 
 
@@ -85,16 +88,19 @@ def build(store: Store, filters: Filters) -> Report:
     with store.engine.connect() as conn:
         figures: dict[str, RuleFigures] = {}
         rows = conn.execute(select(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
-                                   func.count().label("n")).where(where)
-                            .group_by(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent))
+                                   issued_cards.c.suppressed, func.count().label("n")).where(where)
+                            .group_by(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
+                                      issued_cards.c.suppressed))
         for row in rows:
             f = figures.setdefault(row.rule, RuleFigures(row.rule, row.kind))
             if row.silent:
                 f.silent += row.n
+            elif row.suppressed:
+                f.suppressed += row.n
             else:
                 f.issued += row.n
                 report.by_kind[row.kind] = report.by_kind.get(row.kind, 0) + row.n
-        live = and_(where, issued_cards.c.silent.is_(False))
+        live = and_(where, issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
         joined = feedback.join(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
         for row in conn.execute(select(issued_cards.c.rule, feedback.c.outcome,
                                        func.count(func.distinct(feedback.c.card_uuid)).label("n"))
@@ -110,10 +116,11 @@ def build(store: Store, filters: Filters) -> Report:
             report.by_service[row.service_id] = row.n
         day = func.substr(cast(issued_cards.c.issued_at, String), 1, 10)
         days: dict[str, list[int]] = {}
-        for row in conn.execute(select(day.label("day"), issued_cards.c.silent, func.count().label("n"))
-                                .where(where).group_by(day, issued_cards.c.silent)):
-            days.setdefault(row.day, [0, 0])[1 if row.silent else 0] += row.n
-        report.by_day = [(d, v[0], v[1]) for d, v in sorted(days.items())]
+        for row in conn.execute(select(day.label("day"), issued_cards.c.silent, issued_cards.c.suppressed,
+                                       func.count().label("n"))
+                                .where(where).group_by(day, issued_cards.c.silent, issued_cards.c.suppressed)):
+            days.setdefault(row.day, [0, 0, 0])[1 if row.silent else 2 if row.suppressed else 0] += row.n
+        report.by_day = [(d, v[0], v[1], v[2]) for d, v in sorted(days.items())]
         reasons: dict[str, int] = {}
         for row in conn.execute(select(feedback.c.override_code, func.count().label("n")).select_from(joined)
                                 .where(and_(live, feedback.c.outcome == "overridden"))

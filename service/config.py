@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -99,6 +101,18 @@ class Settings:
         default=False, metadata={"help": "serve the playground at / even with authentication on"})
     silent_rules: tuple[str, ...] = field(
         default=(), metadata={"help": "rule ids that run silently (recorded, not shown; comma separated; * for all)"})
+    suppression_window: str = field(
+        default="encounter",
+        metadata={"help": "how long a card accepted or overridden with a reason stays hidden for the same patient, "
+                          "resource and rule: `encounter` (the rest of the encounter; 24 h without one), "
+                          "a duration (30d, 12h, 90m, 2w) or `off`"},
+    )
+    hash_key: str = field(
+        default="", repr=False,
+        metadata={"help": "secret key of the keyed hashes (HMAC-SHA256) that stand for patient, encounter and "
+                          "resource ids in the suppression records, 32 characters or more; empty = a random key "
+                          "generated once and kept in the database"},
+    )
 
     # ----------------------------------------------------------------- derived
     @property
@@ -110,6 +124,10 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'spine-cds.sqlite3'}"
+
+    @property
+    def suppression(self) -> "SuppressionWindow":
+        return parse_suppression_window(self.suppression_window)
 
     @property
     def binds_loopback(self) -> bool:
@@ -190,6 +208,13 @@ class Settings:
         for name in ("max_body_bytes", "fhir_max_pages", "fhir_max_bytes", "jwt_max_lifetime"):
             if getattr(self, name) <= 0:
                 problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        try:
+            parse_suppression_window(self.suppression_window)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}SUPPRESSION_WINDOW: {exc}")
+        if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_LENGTH:
+            problems.append(f"{PREFIX}HASH_KEY: too short ({len(self.hash_key)} characters; at least "
+                            f"{MIN_HASH_KEY_LENGTH}, e.g. the output of `openssl rand -hex 32`)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{PREFIX}LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if problems:
@@ -205,11 +230,13 @@ class Settings:
             ])
 
     def describe(self) -> dict:
-        """What `check-config` prints: every setting, no secrets (there are none in settings)."""
+        """What `check-config` prints: every setting, no secrets (the hash key is only said to be set)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "trusted_issuers":
+            if f.name == "hash_key":
+                value = "(set)" if value else "(generated, kept in the database)"
+            elif f.name == "trusted_issuers":
                 value = [{"iss": i.iss, "keys": i.jwks_file or list(i.jku)} for i in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -218,6 +245,42 @@ class Settings:
         out.pop("database_url", None)
         out["authentication"] = "JWT" if self.auth_enabled else "OFF (open, development only)"
         return out
+
+
+MIN_HASH_KEY_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class SuppressionWindow:
+    """SPINE_CDS_SUPPRESSION_WINDOW, parsed: `encounter`, a `duration`, or `off`."""
+
+    mode: str  # "encounter" | "duration" | "off"
+    duration: timedelta | None = None
+
+    # A card whose hook call names no encounter cannot be kept to "the rest of the encounter".
+    ENCOUNTER_FALLBACK = timedelta(hours=24)
+
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+_LONGEST_WINDOW = timedelta(days=3650)
+
+
+def parse_suppression_window(value) -> SuppressionWindow:
+    """`encounter`, `off`, or a positive whole number of m(inutes), h(ours), d(ays) or w(eeks)."""
+    text = str(value).strip().lower()
+    if text == "encounter":
+        return SuppressionWindow("encounter")
+    if text == "off":
+        return SuppressionWindow("off")
+    match = re.fullmatch(r"(\d{1,7})\s*([mhdw])", text)
+    if not match:
+        raise ValueError(f"{value!r} is not `encounter`, `off` or a duration such as 30d, 12h, 90m or 2w")
+    duration = int(match.group(1)) * _UNITS[match.group(2)]
+    if duration <= timedelta(0):
+        raise ValueError(f"{value!r}: the duration must be positive")
+    if duration > _LONGEST_WINDOW:
+        raise ValueError(f"{value!r}: at most 3650d")
+    return SuppressionWindow("duration", duration)
 
 
 SUPPORTED_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")

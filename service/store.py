@@ -1,8 +1,10 @@
-"""What must last: the cards we issued, the feedback on them, and the JWT ids already seen.
+"""What must last: the cards we issued, the feedback on them, the suppressions that feedback made,
+and the JWT ids already seen.
 
 SQLAlchemy Core over SQLite (the embedded default, WAL mode) or PostgreSQL (by URL, when
 several instances share state). No clinical text is stored: cards are kept by uuid, rule,
-kind and codes; feedback as the EHR sent it.
+kind and codes; feedback as the EHR sent it. No patient, encounter or resource id is stored:
+where a card must be recognised again (suppression), it is by keyed hashes (service/suppression.py).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, create_engine, event,
-    func, select, text,
+    and_, func, or_, select, text,
 )
 from sqlalchemy.engine import make_url
 
@@ -34,6 +36,12 @@ issued_cards = Table(
     Column("issued_at", DateTime(timezone=True), nullable=False),
     # silent mode: the rule ran and this is what it would have said; the EHR was shown nothing
     Column("silent", Boolean, nullable=False, server_default=text("false")),
+    # suppression (service/suppression.py): keyed hashes, never the ids. suppression_key stands for
+    # (patient, subject, rule), window_key for (patient, encounter); suppressed = the card was not shown
+    # because feedback on the same card was already given within the window.
+    Column("suppression_key", String(64)),
+    Column("window_key", String(64)),
+    Column("suppressed", Boolean, nullable=False, server_default=text("false")),
     Index("ix_issued_cards_issued_at", "issued_at"),
     Index("ix_issued_cards_rule", "rule"),
 )
@@ -56,6 +64,29 @@ feedback = Table(
     Column("outcome_at", DateTime(timezone=True)),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_feedback_card_uuid", "card_uuid"),
+)
+
+# A card accepted, or overridden with a reason: the same (patient, subject, rule) is not shown again
+# within the window (SPINE_CDS_SUPPRESSION_WINDOW, applied when a hook call looks the keys up).
+suppressions = Table(
+    "suppressions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("suppression_key", String(64), nullable=False),  # HMAC(patient, subject, rule)
+    Column("window_key", String(64)),                        # HMAC(patient, encounter); null: no encounter
+    Column("rule", String(64), nullable=False),
+    Column("card_uuid", String(64), nullable=False),         # the card the feedback was about
+    Column("outcome", String(16), nullable=False),
+    Column("suppressed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_suppressions_key", "suppression_key"),
+)
+
+# Secrets the service makes for itself (the generated hash key when SPINE_CDS_HASH_KEY is unset): in the
+# database so that every worker and every instance on one PostgreSQL hash identically.
+service_secrets = Table(
+    "service_secrets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 hook_timeouts = Table(
@@ -93,6 +124,8 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._purge_counter = 0
         self._lock = threading.Lock()
+        self._secrets: dict[str, str] = {}
+        self.clock = utcnow  # what "now" is for cards, feedback and suppressions (tests set it)
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
@@ -131,13 +164,17 @@ class Store:
 
     # ------------------------------------------------------------ issued cards
     def record_issued(self, service_id: str, hook: str, hook_instance: str, cards: list[dict],
-                      extension_key: str, silent: bool = False) -> None:
+                      extension_key: str, silent: bool = False, suppressed: bool = False,
+                      keys: dict[str, tuple[str | None, str | None]] | None = None) -> None:
+        """`keys`: card uuid → (suppression key, window key), the keyed hashes of service/suppression.py."""
         if not cards:
             return
-        now = utcnow()
+        now = self.clock()
+        keys = keys or {}
         rows = []
         for card in cards:
             payload = card["extension"][extension_key]
+            suppression_key, window_key = keys.get(card["uuid"], (None, None))
             rows.append({
                 "card_uuid": card["uuid"],
                 "rule": payload["rule"],
@@ -150,6 +187,9 @@ class Store:
                 "proposed_codes": json.dumps(payload["proposedCodes"]),
                 "issued_at": now,
                 "silent": silent,
+                "suppression_key": suppression_key,
+                "window_key": window_key,
+                "suppressed": suppressed,
             })
         with self.engine.begin() as conn:
             conn.execute(self._insert_ignoring_duplicates(issued_cards), rows)
@@ -161,18 +201,23 @@ class Store:
 
     # ---------------------------------------------------------------- feedback
     def store_feedback(self, service_id: str, items: list[dict]) -> dict:
-        """Store each item once. Returns counts and the card uuids we never issued."""
-        now = utcnow()
-        stored = duplicates = 0
+        """Store each item once. Returns counts, the card uuids we never issued, and `suppressions`:
+        how many items suppress their card from now on (accepted, or overridden with a reason, on a
+        card that was shown; see service/suppression.py)."""
+        now = self.clock()
+        stored = duplicates = suppressed = 0
         unknown: list[str] = []
         with self.engine.begin() as conn:
             uuids = sorted({item["card"] for item in items})
-            known = {
-                row.card_uuid: row.rule
+            cards = {
+                row.card_uuid: row
                 for row in conn.execute(
-                    select(issued_cards.c.card_uuid, issued_cards.c.rule).where(issued_cards.c.card_uuid.in_(uuids))
+                    select(issued_cards.c.card_uuid, issued_cards.c.rule, issued_cards.c.silent,
+                           issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key)
+                    .where(issued_cards.c.card_uuid.in_(uuids))
                 )
             }
+            known = {uuid: row.rule for uuid, row in cards.items()}
             # RETURNING says whether a row went in (rowcount is unreliable with ON CONFLICT on psycopg).
             insert = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
             for item in items:
@@ -196,11 +241,18 @@ class Store:
                 }
                 if conn.execute(insert, row).first() is not None:
                     stored += 1
+                    card = cards.get(item["card"])
+                    if card is not None and _suppresses(item, card):
+                        conn.execute(suppressions.insert().values(
+                            suppression_key=card.suppression_key, window_key=card.window_key, rule=card.rule,
+                            card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now))
+                        suppressed += 1
                 else:
                     duplicates += 1
                 if item["card"] not in known and item["card"] not in unknown:
                     unknown.append(item["card"])
-        return {"received": len(items), "stored": stored, "duplicates": duplicates, "unknownCards": unknown}
+        return {"received": len(items), "stored": stored, "duplicates": duplicates, "unknownCards": unknown,
+                "suppressions": suppressed}
 
     def feedback_rows(self) -> list[dict]:
         with self.engine.connect() as conn:
@@ -209,6 +261,46 @@ class Store:
     def issued_rows(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(issued_cards))]
+
+    # ------------------------------------------------------------ suppression
+    def active_suppressions(self, keys: list[str], window_key: str | None, *, same_window: bool,
+                            since: datetime | None, since_outside_window: bool = False) -> set[str]:
+        """Which of `keys` are suppressed now, in one query. A suppression counts when it was made
+        in the same window (same_window and its window_key equals `window_key`), or after `since`
+        (with since_outside_window: only suppressions made with no window, or when this call has
+        none)."""
+        if not keys:
+            return set()
+        s = suppressions.c
+        clauses = []
+        if same_window and window_key is not None:
+            clauses.append(s.window_key == window_key)
+        if since is not None:
+            recent = s.suppressed_at > since
+            if since_outside_window and window_key is not None:
+                recent = and_(recent, s.window_key.is_(None))
+            clauses.append(recent)
+        if not clauses:
+            return set()
+        query = select(s.suppression_key).distinct().where(and_(s.suppression_key.in_(sorted(set(keys))),
+                                                                or_(*clauses)))
+        with self.engine.connect() as conn:
+            return {row.suppression_key for row in conn.execute(query)}
+
+    def secret(self, name: str, make) -> str:
+        """A secret kept in the database, made once by `make()` (the first instance to insert it wins)."""
+        cached = self._secrets.get(name)
+        if cached is not None:
+            return cached
+        with self.engine.begin() as conn:
+            value = conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
+            if value is None:
+                conn.execute(self._insert_ignoring_duplicates(service_secrets),
+                             {"name": name, "value": make(), "created_at": utcnow()})
+                value = conn.execute(select(service_secrets.c.value)
+                                     .where(service_secrets.c.name == name)).scalar_one()
+        self._secrets[name] = value
+        return value
 
     # -------------------------------------------------------------- JWT replay
     def remember_token(self, issuer: str, jti: str, expires_at: datetime) -> bool:
@@ -227,21 +319,37 @@ class Store:
     def stats(self) -> dict:
         with self.engine.connect() as conn:
             by_rule = {row.rule: row.n for row in conn.execute(
-                select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(False))
+                select(issued_cards.c.rule, func.count().label("n"))
+                .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
                 .group_by(issued_cards.c.rule))}
             silent = {row.rule: row.n for row in conn.execute(
                 select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(True))
+                .group_by(issued_cards.c.rule))}
+            suppressed = {row.rule: row.n for row in conn.execute(
+                select(issued_cards.c.rule, func.count().label("n"))
+                .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(True))
                 .group_by(issued_cards.c.rule))}
             outcomes = {row.outcome: row.n for row in conn.execute(
                 select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
             timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
         return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "silentCardsByRule": silent,
-                "feedback": outcomes, "hookTimeouts": timeouts}
+                "suppressedCardsByRule": suppressed, "feedback": outcomes, "hookTimeouts": timeouts}
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _suppresses(item: dict, card) -> bool:
+    """Accepted, or overridden with a reason (a reason Coding: a comment alone is not one, as in the
+    analytics), on a card the EHR was shown and that carries its keys."""
+    if card.silent or card.suppressed or not card.suppression_key:
+        return False
+    if item["outcome"] == "accepted":
+        return True
+    reason = (item.get("overrideReason") or {}).get("reason") or {}
+    return item["outcome"] == "overridden" and bool(reason.get("code"))
 
 
 def _dedupe_key(service_id: str, item: dict, accepted: list[str], reason: dict) -> str:

@@ -3,7 +3,9 @@
 Each item is checked (card, outcome, acceptedSuggestions for accepted, overrideReason,
 outcomeTimestamp); a request with any invalid item stores nothing and answers 400 naming
 every problem. Valid feedback is stored once (duplicates are idempotent); feedback on a card
-uuid we never issued is stored and flagged.
+uuid we never issued is stored and flagged. An item that accepts a card we showed, or overrides it
+with a reason, suppresses that card for the patient, subject and rule within the window
+(SPINE_CDS_SUPPRESSION_WINDOW, service/suppression.py); the answer's body is unchanged by it.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ def post_feedback(service_id: str):
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}")
     items = parse_feedback(json_body())
     summary = runtime().store.store_feedback(service_id, items)
-    log.info("feedback service=%s received=%d stored=%d duplicates=%d unknown_cards=%d",
+    suppressions = summary.pop("suppressions", 0)
+    log.info("feedback service=%s received=%d stored=%d duplicates=%d unknown_cards=%d suppressions=%d",
              service_id, summary["received"], summary["stored"], summary["duplicates"],
-             len(summary["unknownCards"]))
+             len(summary["unknownCards"]), suppressions)
     return jsonify(summary)
 
 
