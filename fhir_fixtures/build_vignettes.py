@@ -5,6 +5,11 @@ draft orders) and the cards it must produce (`expect`), or none. The TOML is wha
 specialist reads and edits; this script turns it into full CDS Hooks requests with prefetch.
 tests/test_vignettes.py checks that the committed JSON matches this script's output, so the
 two cannot drift. Run: .venv/bin/python fhir_fixtures/build_vignettes.py
+
+Draft orders (`orders`) are ServiceRequests by CPT (`cpt`), or MedicationRequests by RxNorm
+(`medication` = its name, `rxnorm` = its code). They go in context.draftOrders; a vignette of
+another hook that lists orders sends them there too (an EHR that passes pending orders along
+with encounter-sign), so the order-sign-only rules can be checked to stay silent.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ OUT = HERE / "vignettes"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 CPT = "http://www.ama-assn.org/go/cpt"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 PATIENT = "vp-1"
 ENCOUNTER = "ve-1"
 
@@ -38,6 +44,8 @@ CPT_NAMES = {
     "72141": "MRI cervical spinal canal without contrast", "72125": "CT cervical spine without contrast",
     "64405": "Injection, greater occipital nerve", "97110": "Therapeutic exercise", "97012": "Mechanical traction",
     "95886": "Needle EMG with nerve conduction, complete extremity",
+    "85025": "Complete blood count (CBC) with automated differential",
+    "73721": "MRI lower extremity joint without contrast",
 }
 
 
@@ -117,9 +125,25 @@ def _procedure(n: int, spec: dict) -> dict:
 
 
 def _order(n: int, spec: dict, conditions: list[dict]) -> dict:
+    if "medication" in spec:
+        return _medication_order(n, spec, conditions)
     resource = {
         "resourceType": "ServiceRequest", "id": f"order-{n}", "status": "draft", "intent": "order",
         "code": {"coding": [{"system": CPT, "code": spec["cpt"], "display": CPT_NAMES.get(spec["cpt"], spec["cpt"])}]},
+        "subject": {"reference": f"Patient/{PATIENT}"}, "encounter": {"reference": f"Encounter/{ENCOUNTER}"},
+    }
+    if spec.get("reasons"):
+        resource["reasonCode"] = [{"coding": [{"system": ICD, "code": c}]} for c in spec["reasons"]]
+    if "reason_condition" in spec:
+        resource["reasonReference"] = [{"reference": f"Condition/{conditions[spec['reason_condition']]['id']}"}]
+    return resource
+
+
+def _medication_order(n: int, spec: dict, conditions: list[dict]) -> dict:
+    resource = {
+        "resourceType": "MedicationRequest", "id": f"order-{n}", "status": "draft", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": spec["rxnorm"], "display": spec["medication"]}],
+                                      "text": spec["medication"]},
         "subject": {"reference": f"Patient/{PATIENT}"}, "encounter": {"reference": f"Encounter/{ENCOUNTER}"},
     }
     if spec.get("reasons"):
@@ -153,7 +177,7 @@ def build(vignette: dict) -> dict:
     for key in vignette.get("unavailable", []):
         del prefetch[key]
     context = {"userId": "Practitioner/vignette-md", "patientId": PATIENT, "encounterId": ENCOUNTER}
-    if hook == "order-sign":
+    if hook == "order-sign" or vignette.get("orders"):
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": _order(n + 1, o, conditions)} for n, o in enumerate(vignette.get("orders", []))]}
     return {"hookInstance": _uuid(name), "hook": hook, "context": context, "prefetch": prefetch}
