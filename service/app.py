@@ -16,7 +16,7 @@ from .fhir_server import FhirServerPolicy
 from .nlp.reader import TextReader
 from .valuesets import ValueSets
 from .logs import configure as configure_logging, safe_exception
-from .rules import load_rules
+from .rules import check_templates, load_rules
 from .store import Store
 from .terminology import Terminology
 
@@ -64,6 +64,9 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
         reader=TextReader(),
         value_sets=ValueSets(),
     )
+    problems = check_templates(runtime.catalogue.templates)
+    if problems:
+        raise ConfigError(problems)
     unknown = sorted(set(settings.silent_rules) - set(load_rules()) - {"*"})
     if unknown:
         raise ConfigError([f"SPINE_CDS_SILENT_RULES: no rule {', '.join(unknown)} (the rules are listed at /rules)"])

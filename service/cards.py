@@ -27,7 +27,7 @@ class TemplateError(ValueError):
     """A card template in cards/ that does not follow its schema: refused at load."""
 
 
-_TEMPLATE_KEYS = {"title", "kind", "indicator", "source", "about", "summary", "detail", "suggestions", "variants"}
+_TEMPLATE_KEYS = {"title", "kind", "indicator", "source", "about", "rationale", "summary", "detail", "suggestions", "variants"}
 _VARIANT_KEYS = {"kind", "indicator", "summary", "detail", "suggestions"}
 
 
@@ -197,6 +197,12 @@ class Card:
     # is about the record as a whole. The resolver gives each subject one proposal; suppression
     # keys a dismissed card by (patient, subject, rule).
     subject: str | None = None
+    # The code the card presumes its subject keeps or gets (an additional-code or documentation
+    # card about M43.11 presumes M43.11): moot when another card changes the subject to another code.
+    premise: str | None = None
+    # A decision, never shown: the documentation supports keeping these codes together (unrelated
+    # conditions, guideline I.A.12.a): removal cards on the same resources are not shown either.
+    keeps: bool = False
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_json(self, catalogue: CardCatalogue, rules_base_url: str) -> dict:

@@ -47,12 +47,23 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
         return {"cards": []}
     key = runtime.catalogue.contract["extension_key"]
     silent = [c for c in cards if runtime.is_silent(c["extension"][key]["rule"])]
-    shown = [c for c in cards if not runtime.is_silent(c["extension"][key]["rule"])]
+    live = [(card, c) for card, c in zip(issued, cards) if not runtime.is_silent(c["extension"][key]["rule"])]
+    # Suppression (service/suppression.py): cards already accepted or overridden with a reason for this
+    # patient, subject and rule within the window are recorded as suppressed, not shown.
+    from . import suppression
+
+    keys = suppression.card_keys(runtime, record, issued)
+    shown, suppressed = suppression.screen(runtime, record, live, keys)
     if cards:
         def write_issued() -> None:
-            runtime.store.record_issued(service.id, service.hook, request.hook_instance, shown, key)
-            runtime.store.record_issued(service.id, service.hook, request.hook_instance, silent, key, silent=True)
+            store, args = runtime.store, (service.id, service.hook, request.hook_instance)
+            store.record_issued(*args, shown, key, keys=keys)
+            store.record_issued(*args, silent, key, silent=True, keys=keys)
+            store.record_issued(*args, suppressed, key, suppressed=True, keys=keys)
         (defer or (lambda fn: fn()))(write_issued)
+    if suppressed:
+        log.info("hookInstance=%s service=%s suppressed=%d (feedback already given within the window)",
+                 request.hook_instance, service.id, len(suppressed))
     cards = shown
     response: dict = {"cards": cards}
     degraded = _degraded(record)

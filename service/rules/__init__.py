@@ -52,8 +52,15 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
     checked between rules: DeadlineExceeded when it is spent), then one arbitration
     (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
     from .queries import as_queries
-    from .resolve import resolve
+    from .resolve import in_scope, order_scope, resolve
 
+    scope = None
+    if context.hook == "order-sign":
+        # Order-sign is about the orders being signed: without a spine order, nothing to say (and
+        # the text is never read); with one, only cards about it and the diagnoses it rests on.
+        scope = order_scope(findings, context.value_sets)
+        if not scope:
+            return []
     candidates: list[Card] = []
     for rule_id in sorted(RULES):
         entry = RULES[rule_id]
@@ -61,7 +68,10 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
             if deadline is not None:
                 deadline.check()
             candidates.extend(entry.check(findings, context))
-    return as_queries(resolve(candidates, findings, context), findings, context)
+    shown = resolve(candidates, findings, context)
+    if scope is not None:
+        shown = [card for card in shown if in_scope(card, scope)]
+    return as_queries(shown, findings, context)
 
 
 def load_rules() -> dict[str, Rule]:
@@ -69,3 +79,14 @@ def load_rules() -> dict[str, Rule]:
     from . import orders, radiculopathy, spondylolisthesis, tabular  # noqa: F401
 
     return RULES
+
+
+def check_templates(template_ids) -> list[str]:
+    """Every rule has its card template in cards/, and every template its rule (or the resolver):
+    the problems, empty when they match (checked when the app starts)."""
+    from .resolve import MADE_HERE
+
+    rules = set(load_rules()) | set(MADE_HERE)
+    templates = set(template_ids)
+    return ([f"rule {r} has no card template cards/{r}.toml" for r in sorted(rules - templates)]
+            + [f"card template cards/{t}.toml belongs to no rule" for t in sorted(templates - rules)])

@@ -5,18 +5,14 @@ import copy
 
 from ..cards import Action, Card, Suggestion
 from ..findings import Finding, Findings
-from ..nlp.levels import (CERVICAL, CERVICOTHORACIC, LUMBAR, LUMBOSACRAL, MULTIPLE, OAA, SACRAL, THORACIC,
-                          THORACOLUMBAR)
+from ..nlp.levels import MULTIPLE, OAA
 from ..terminology import ICD10CM
+from .tables import TABLES
 
-# The 5th character of M43.1- and M54.1- by region (the tabular's sibling families).
-REGION_DIGIT = {OAA: "1", CERVICAL: "2", CERVICOTHORACIC: "3", THORACIC: "4", THORACOLUMBAR: "5",
-                LUMBAR: "6", LUMBOSACRAL: "7", SACRAL: "8", MULTIPLE: "9"}
-DIGIT_REGION = {v: k for k, v in REGION_DIGIT.items()}
-REGION_LABEL = {OAA: "C0-C2 (occipito-atlanto-axial)", CERVICAL: "the cervical region (C2-C3 and below)",
-                CERVICOTHORACIC: "the cervicothoracic junction", THORACIC: "the thoracic region",
-                THORACOLUMBAR: "the thoracolumbar junction", LUMBAR: "the lumbar region",
-                LUMBOSACRAL: "the lumbosacral junction", SACRAL: "the sacral region", MULTIPLE: "several regions"}
+# The 5th character of M43.1- and M54.1- by region, and its wording (knowledge/code_tables.toml).
+REGION_DIGIT = TABLES.region_digit
+DIGIT_REGION = TABLES.digit_region
+REGION_LABEL = TABLES.region_label
 
 
 def region_of_code(code: str) -> str | None:
@@ -131,7 +127,8 @@ def slips(facts: Findings) -> list[Finding]:
 
 
 def slip_region(facts: Findings) -> str | None:
-    return documented_region(slips(facts))
+    """The region of the M43.1- slip: a slip said to be congenital is Q76.2, not an M43.1 site."""
+    return documented_region([f for f in slips(facts) if "congenital" not in f.modifiers or "acquired" in f.modifiers])
 
 
 def radicular(facts: Findings) -> list[Finding]:
@@ -144,15 +141,12 @@ def radiculopathy_region(facts: Findings) -> str | None:
     return None if region == MULTIPLE else region  # there is no M54.19
 
 
-SUPPORTED_FOR_ORDERS = {"M43.10": "M43.11", "M43.12": "M43.11", "M54.10": "M54.11", "M54.12": "M54.11"}
+SUPPORTED_FOR_ORDERS = TABLES.order_reasons
 
 
 def order_fixes(facts: Findings, members) -> list[tuple[object, str, str]]:
     """(draft order, its unsupported reason, the supported code) for ORD-DIAGNOSIS.
-
-    `members(name)` gives a value set's codes. Shared with the specificity rules, which leave a
-    Condition to ORD-DIAGNOSIS when an order being signed rests on it (one proposal, one card).
-    """
+    `members(name)` gives a value set's codes."""
     relevant = members("craniocervical-surgery") | members("advanced-cervical-imaging") | members("c1-c2-injection")
     candidates = [o for o in facts.orders if set(o.cpt) & relevant and set(o.reason_codes) & set(SUPPORTED_FOR_ORDERS)]
     if not candidates:
@@ -179,15 +173,13 @@ def recode_card(rule_id: str, facts: Findings, ctx, condition, target: str, evid
         evidence=evidence,
         suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, target, ctx.terminology)],
                                 is_recommended=recommended)],
+        subject=condition.reference,
     )
 
 
 def specificity_cards(rule_id: str, facts: Findings, ctx, conditions, target: str, evidence: list[Finding],
-                      skip=lambda condition: False, **values) -> list[Card]:
-    """Recode each Condition of `conditions` to the documented `target`, except those already
-    right, those an order being signed rests on (ORD-DIAGNOSIS proposes for them: one proposal,
-    one card) and those `skip` leaves to another rule."""
-    left_to_orders = {c for order, _, _ in order_fixes(facts, ctx.value_sets.members) for c in order.reason_conditions}
+                      **values) -> list[Card]:
+    """Recode each Condition of `conditions` that is not already `target` to the documented `target`
+    (whether another card proposes otherwise for it is the resolver's decision)."""
     return [recode_card(rule_id, facts, ctx, c, target, evidence_of(evidence), **values)
-            for c in conditions
-            if c.code != target and c.reference not in left_to_orders and not skip(c)]
+            for c in conditions if c.code != target]

@@ -10,6 +10,7 @@ from ..cards import Card, Suggestion
 from ..findings import Findings, weeks_in
 from ..nlp.levels import OAA
 from . import RuleContext, rule
+from .tables import TABLES
 from .common import evidence_of, order_fixes, reason_of_order, recode_condition, slips
 
 ORDER_SIGN = ("order-sign",)
@@ -43,6 +44,7 @@ def ord_diagnosis(facts: Findings, ctx: RuleContext) -> list[Card]:
                     "proposed": target, "proposed_display": ctx.terminology.display(target)},
             current_codes=[reason], proposed_codes=[target], evidence=evidence_of(found),
             suggestions=[Suggestion("fix_reason", actions, is_recommended=True)],
+            subject=order.reference,
         ))
     return cards
 
@@ -61,6 +63,7 @@ def ord_anatomy(facts: Findings, ctx: RuleContext) -> list[Card]:
                         "reasons": ", ".join(order.reason_codes)},
                 current_codes=list(order.reason_codes), missing_documentation=["region"],
                 evidence=[c.evidence() for c in facts.conditions if c.code in order.reason_codes][:2],
+                subject=order.reference,
             ))
     return cards
 
@@ -83,7 +86,7 @@ def ord_fusion_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
             continue
         missing = []
         urgent = facts.of("myelopathy") or facts.of("progressive-deficit")
-        if not urgent and _conservative_care_weeks(facts) < 12:
+        if not urgent and _conservative_care_weeks(facts) < TABLES.conservative_care_weeks:
             missing.append("conservative-care")
         at_level = [f for f in facts.text if f.affirmed and f.region == OAA and f.from_report]
         instability_imaging = facts.studies_of("flexion-extension") or [
@@ -100,5 +103,6 @@ def ord_fusion_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
                         "urgent": bool(urgent)},
                 current_codes=list(order.reason_codes), missing_documentation=missing,
                 evidence=evidence_of(facts.of("conservative-care", "affirmed", "historical") + at_level, 3),
+                subject=order.reference,
             ))
     return cards

@@ -15,10 +15,11 @@ from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import RuleContext, rule
+from .tables import TABLES
 from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
                      recode_card, remove_condition, resequence, sentences_of, slips, specificity_cards)
 
-RA_CODES = ("M05", "M06", "M08", "M45")
+RA_CODES = TABLES.ra_coded
 
 
 def _m54(facts: Findings, firm: bool = True):
@@ -59,8 +60,6 @@ def _spondylosis_reroute(facts: Findings):
     return ("M47.21", found) if found else None
 
 
-_DISC_BY_LEVEL = {"C2-C3": "M50.11", "C3-C4": "M50.11", "C4-C5": "M50.121", "C5-C6": "M50.122",
-                  "C6-C7": "M50.123", "C7-T1": "M50.13"}
 _PAIR = re.compile(r"C(\d)\s*(?:-|\u2013|/|on)\s*C?(\d)|C(\d)\s*-\s*T1", re.I)
 
 
@@ -70,12 +69,12 @@ def _disc_code(finding: Finding) -> str | None:
         return None
     match = _PAIR.search(finding.level or "")
     if match and match.group(3):
-        return "M50.13"
+        return TABLES.disc_by_level.get(f"C{match.group(3)}-T1", TABLES.disc_cervicothoracic)
     if match:
-        return _DISC_BY_LEVEL.get(f"C{match.group(1)}-C{match.group(2)}", "M50.10")
+        return TABLES.disc_by_level.get(f"C{match.group(1)}-C{match.group(2)}", TABLES.disc_unleveled)
     if finding.region == CERVICOTHORACIC:
-        return "M50.13"
-    return "M50.10" if finding.region in (CERVICAL, None) else None
+        return TABLES.disc_cervicothoracic
+    return TABLES.disc_unleveled if finding.region in (CERVICAL, None) else None
 
 
 def _disc_reroute(facts: Findings):
@@ -89,12 +88,6 @@ def _disc_reroute(facts: Findings):
             if code and not facts.has_code(code):
                 return code, [finding]
     return None
-
-
-def _reroutes(facts: Findings) -> bool:
-    """M54.11 is about to become another code: documentation prompts for it would be moot."""
-    return bool(_occipital_neuralgia(facts) or _cervicalgia(facts) or _spondylosis_reroute(facts)
-                or _disc_reroute(facts))
 
 
 def _occipital_neuralgia(facts: Findings) -> list[Finding]:
@@ -120,9 +113,7 @@ def rad_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     if region is None:
         return []
     found = [f for f in radicular(facts) if f.region == region]
-    # RAD-EXCLUDES / -OCCIPITAL-NEURALGIA / -CERVICALGIA send M54.11 elsewhere
     return specificity_cards("RAD-SPECIFICITY", facts, ctx, _m54(facts), f"M54.1{REGION_DIGIT[region]}", found,
-                             skip=lambda c: c.code == "M54.11" and _reroutes(facts),
                              region=REGION_LABEL[region], level=found[0].level)
 
 
@@ -138,23 +129,32 @@ def rad_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not _m54_11(facts):
         return []
     generic = _generic_only(facts)
-    if not generic or _reroutes(facts):
+    if not generic:
         return []
     return [Card(
         rule="RAD-GENERIC-LEVEL", values={"current": c.code, "wording": generic[0].level},
         current_codes=[c.code], missing_documentation=["region"], evidence=evidence_of(generic),
+        subject=c.reference, premise="M54.11",
     ) for c in _m54_11(facts)]
 
 
 @rule("RAD-OCCIPITAL-NEURALGIA")
 def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
-    if not _m54_11(facts):
-        return []
-    found = _occipital_neuralgia(facts)
+    """Occipital neuralgia is M54.81. Coded M54.11 without a radicular mechanism: recode it. Coded
+    G54.2 (cervical root disorders, which Excludes1 radiculitis NOS) for a documented occipital
+    neuralgia: G54.2 becomes M54.81, whatever the radiculopathy beside it (a documented C2
+    radiculopathy keeps its M54.11: both conditions are real)."""
+    found = facts.of("occipital-neuralgia")
     if not found or facts.has_code("M54.81"):
         return []
-    return [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
-            for c in _m54_11(facts)]
+    cards = [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
+             for c in facts.coded_with("G54.2")]
+    for card in cards:
+        card.variant = "g54"
+    if _occipital_neuralgia(facts):
+        cards += [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
+                  for c in _m54_11(facts)]
+    return cards
 
 
 @rule("RAD-CERVICALGIA")
@@ -182,7 +182,19 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                                notes=[n.note for n in ctx.terminology.excludes1_between("M54.11", code)])
             card.variant = variant
             cards.append(card)
+        if reroute is None and [f for f in radicular(facts) if f.region == OAA]:
+            # A coded disc disorder or spondylosis with radiculopathy elsewhere (a C6-C7 disc for a C7
+            # root) beside a documented C1-C2 radiculopathy that it does not cause: two conditions,
+            # and guideline I.A.12.a lets both codes stand.
+            for other in facts.coded_with("M50.1", "M51.1", "M47.2"):
+                if not other.code.startswith("M47.21"):
+                    cards.append(Card(rule="RAD-EXCLUDES", variant="unrelated", subject=condition.reference,
+                                      keeps=True, suggestions=[Suggestion("keep_both", [
+                                          remove_condition(condition.reference, "M54.11"),
+                                          remove_condition(other.reference, other.code)])]))
         for other in facts.coded_with("M79.2", "G54.2"):
+            if other.code.startswith("G54.2") and facts.of("occipital-neuralgia"):
+                continue  # G54.2 names the documented occipital neuralgia: RAD-OCCIPITAL-NEURALGIA recodes it
             notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", other.code)]
             cards.append(Card(
                 rule="RAD-EXCLUDES", variant="conflict",
@@ -195,6 +207,7 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                     Suggestion("keep", [remove_condition(condition.reference, "M54.11")],
                                {"kept": other.code, "removed": "M54.11"}),
                 ],
+                subject=condition.reference,
             ))
     return cards
 
@@ -221,6 +234,7 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
                     "ra_rank": ra.rank, "m54_rank": condition.rank},
             current_codes=["M54.11", ra.code], evidence=[ra.evidence(), condition.evidence()],
             suggestions=[Suggestion("resequence", [action], {"ra": ra.code}, is_recommended=True)] if action else [],
+            subject=condition.reference, premise="M54.11",
         )]
     found = _ra_documented(facts)
     if not found:
@@ -229,7 +243,8 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     seronegative = "seronegative" in text or "rheumatoid factor negative" in text
     seropositive = "seropositive" in text or "rheumatoid factor positive" in text
     # M06.08 is RA *without* rheumatoid factor: never for a seropositive patient (M05 → M45.- for the spine).
-    options = ["M06.08", "M45.1"] if seronegative else ["M45.1"] if seropositive else ["M45.1", "M06.08"]
+    options = list(TABLES.ra_options["seronegative" if seronegative else "seropositive" if seropositive
+                                     else "unknown"])
     return [Card(
         rule="RAD-RA-SEQUENCING", variant="additional",
         values={"current": "M54.11", "seronegative": seronegative,
@@ -238,24 +253,19 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
         suggestions=[Suggestion("add_ra", [new_condition(facts, code, ctx.terminology)],
                                 {"code": code, "display": ctx.terminology.display(code)}, is_recommended=(n == 0))
                      for n, code in enumerate(options)],
+        subject=condition.reference, premise="M54.11",
     )]
-
-
-_CAUSES = (
-    # (finding, where it must be, codes that already say it, proposed)
-    ("instability", OAA, ("M53.2X1", "M43.3", "M43.4", "S13.1"), "M53.2X1"),
-    ("stenosis", OAA, ("M48.01",), "M48.01"),
-    ("displacement", OAA, ("M43.1", "Q76.2", "S12.1"), "M43.11"),
-)
 
 
 @rule("RAD-CAUSE")
 def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
-    if not _m54_11(facts) or _reroutes(facts):
+    m54 = _m54_11(facts)
+    if not m54:
         return []
     cards = []
-    for kind, region, already, proposed in _CAUSES:
-        found = [f for f in facts.of(kind) if f.region == region]
+    for entry in TABLES.causes:
+        kind, already, proposed = entry.finding, entry.already, entry.proposed
+        found = [f for f in facts.of(kind) if f.region == OAA]
         if kind == "instability":
             found += [f for f in facts.of(kind) if f.region is None and "atlanto" in f.evidence.text.lower()]
         if not found or facts.has_code(*already):
@@ -265,6 +275,7 @@ def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
                                       "proposed_display": ctx.terminology.display(proposed)},
             current_codes=["M54.11"], proposed_codes=[proposed], evidence=evidence_of(found),
             suggestions=[Suggestion("add", [new_condition(facts, proposed, ctx.terminology)], is_recommended=True)],
+            subject=m54[0].reference, premise="M54.11",
         ))
     return cards
 
@@ -272,7 +283,7 @@ def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
 @rule("RAD-DOCS")
 def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     coded = _m54_11(facts, firm=False)
-    if not coded or _reroutes(facts):
+    if not coded:
         return []
     if radiculopathy_region(facts) not in (None, OAA):
         return []  # the root is documented in another region: RAD-SPECIFICITY recodes M54.11
@@ -300,6 +311,7 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     return [Card(
         rule="RAD-DOCS", values={"current": "M54.11"}, current_codes=["M54.11"], missing_documentation=missing,
         evidence=evidence_of(radicular(facts)) or [coded[0].evidence()],
+        subject=coded[0].reference, premise="M54.11",
     )]
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
-from ..nlp.levels import CERVICAL, OAA
+from ..nlp.levels import CERVICAL, MULTIPLE, OAA
 from . import RuleContext, rule
-from .common import (REGION_DIGIT, REGION_LABEL, documented_region, evidence_of, in_region, new_condition,
+from .tables import TABLES
+from .common import (REGION_DIGIT, region_of_code, REGION_LABEL, documented_region, evidence_of, in_region, new_condition,
                      recode_card, recode_condition, remove_condition, sentences_of, slip_region, slips,
                      specificity_cards)
 
@@ -49,6 +50,8 @@ class TraumaticSlip:
 _C2 = re.compile(r"\b(?:C2|axis|dens|odontoid|hangman)", re.IGNORECASE)
 _C1 = re.compile(r"\b(?:C1|atlas|Jefferson)\b", re.IGNORECASE)
 _C0 = re.compile(r"\b(?:C0|occiput|occipito|atlanto-?occipital)", re.IGNORECASE)
+_DISLOCATED = re.compile(r"\bdislocat", re.IGNORECASE)
+_NONDISPLACED = re.compile(r"\bnon-?\s?displaced\b", re.IGNORECASE)
 
 
 def _vertebra_of(fracture: Finding) -> str | None:
@@ -56,24 +59,6 @@ def _vertebra_of(fracture: Finding) -> str | None:
     own = f"{fracture.level or ''} {fracture.phrase}"
     c1, c2 = bool(_C1.search(own)), bool(_C2.search(own))
     return "C1" if c1 and not c2 else "C2" if c2 and not c1 else None
-
-
-def _seventh(facts: Findings, fracture: bool, text: str) -> str:
-    """The 7th character from what the injury's own sentences say (`text`), not from any sentence
-    of the chart: a plan's "follow-up visit in two weeks" says nothing about the fracture's care."""
-    lowered = text.lower()
-    if "sequela" in lowered or "late effect" in lowered:
-        return "S"
-    if re.search(r"subsequent encounter|routine healing|follow-?up (?:visit )?(?:of|for)|healing well|interval healing",
-                 lowered):
-        return "D"
-    if fracture and re.search(r"\bopen\s+fracture\b", text, re.IGNORECASE):
-        return "B"
-    return "A"
-
-
-def _complete(ctx: RuleContext, stem: str, seventh: str) -> str | None:
-    return ctx.terminology.with_seventh(stem, seventh)
 
 
 NOT_ACUTE = frozenset({"chronic", "old", "sequela"})
@@ -85,10 +70,52 @@ def _acute(finding: Finding) -> bool:
 
 
 def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
-    """Once per hook call (four rules ask)."""
+    """Once per hook call (several rules ask)."""
     if "traumatic_slip" not in facts.memo:
         facts.memo["traumatic_slip"] = _traumatic_slip(facts, ctx)
     return facts.memo["traumatic_slip"]
+
+
+def _fracture(ctx: RuleContext, fractures: list[Finding], seventh: str | None = None):
+    """(code, category, needs detail, description) of fractures at C0-C2, by the code tables."""
+    by_vertebra = {"C1": [], "C2": [], None: []}
+    for f in fractures:
+        by_vertebra[_vertebra_of(f)].append(f)
+    # Which vertebra is broken is read from each fracture's own level and words, not from
+    # everything its sentences mention ("C1: fracture of the atlas; the dens is intact").
+    if by_vertebra["C1"] and not by_vertebra["C2"]:
+        fractures = by_vertebra["C1"] + by_vertebra[None]
+    elif by_vertebra["C2"] and not by_vertebra["C1"]:
+        fractures = by_vertebra["C2"] + by_vertebra[None]
+    text = sentences_of(fractures)
+    on_c2, on_c1 = bool(by_vertebra["C2"]), bool(by_vertebra["C1"])
+    if not (on_c1 or on_c2):
+        on_c2, on_c1 = bool(_C2.search(text)), bool(_C1.search(text))
+    seventh = seventh or TABLES.seventh_for(text, fracture=True)
+    entry = TABLES.fracture_for(text, on_c1, on_c2)
+    if entry is None:
+        return None, "S12", True, "fracture at C0-C2", fractures
+    displaced = not _NONDISPLACED.search(text)
+    lowered = text.lower()
+    stem, category = (entry.displaced if displaced else entry.nondisplaced), None
+    if not stem:
+        stem = entry.anterior if "anterior" in lowered else entry.posterior if "posterior" in lowered else None
+        category = None if stem else entry.category
+    code = ctx.terminology.with_seventh(stem, seventh) if stem else None
+    if stem and code is None:
+        category = stem
+    return code, (category if code is None else None), entry.detail or code is None, entry.description, fractures
+
+
+def _joint(ctx: RuleContext, slipped: list[Finding], seventh: str | None = None):
+    """(code, stem, description) of a traumatic subluxation/dislocation at C0-C1 or C1-C2."""
+    text = sentences_of(slipped)
+    dislocated = bool(_DISLOCATED.search(text))
+    joint = TABLES.joints["c0-c1"] if _C0.search(text) else TABLES.joints["c1-c2"]
+    stem = joint + TABLES.joints["dislocation" if dislocated else "subluxation"]
+    code = ctx.terminology.with_seventh(stem, seventh or TABLES.seventh_for(text, fracture=False))
+    which = "C0/C1" if joint == TABLES.joints["c0-c1"] else "C1/C2"
+    return code, stem, f"traumatic {'dislocation' if dislocated else 'subluxation'} of {which}"
 
 
 def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
@@ -101,62 +128,8 @@ def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     trauma = [f for f in facts.of("trauma") if not (f.modifiers & NOT_ACUTE)]
     cord = bool(facts.of("cord-compression") or facts.of("myelopathy")) and bool(trauma or fractures)
     if fractures:
-        # Which vertebra is broken is read from each fracture's own level and words, not from
-        # everything its sentences mention ("C1: fracture of the atlas; the dens is intact").
-        by_vertebra = {"C1": [], "C2": [], None: []}
-        for f in fractures:
-            by_vertebra[_vertebra_of(f)].append(f)
-        if by_vertebra["C1"] and not by_vertebra["C2"]:
-            fractures = by_vertebra["C1"] + by_vertebra[None]
-        elif by_vertebra["C2"] and not by_vertebra["C1"]:
-            fractures = by_vertebra["C2"] + by_vertebra[None]
-        text = sentences_of(fractures)
-        lowered = text.lower()
-        displaced = "nondisplaced" not in lowered and "non-displaced" not in lowered
-        seventh = _seventh(facts, True, text)
-        on_c2, on_c1 = bool(by_vertebra["C2"]), bool(by_vertebra["C1"])
-        if not (on_c1 or on_c2):
-            on_c2, on_c1 = bool(_C2.search(text)), bool(_C1.search(text))
-        stem, category, detail = None, None, False
-        if on_c2 and (re.search(r"hangman|traumatic\s+spondylolisthesis", lowered)):
-            stem = "S12.14" if re.search(r"type\s*(?:iii|3)\b", lowered) else ("S12.130" if displaced else "S12.131")
-            description = "traumatic spondylolisthesis of C2"
-        elif on_c2 and re.search(r"\b(?:dens|odontoid)\b", lowered):
-            description = "dens fracture"
-            if re.search(r"type\s*(?:ii|2)\b", lowered):
-                if not displaced:
-                    stem = "S12.112"
-                elif "anterior" in lowered:
-                    stem = "S12.110"
-                elif "posterior" in lowered:
-                    stem = "S12.111"
-                else:
-                    category, detail = "S12.11", True
-            elif re.search(r"type\s*(?:i|iii|1|3)\b", lowered):
-                stem = "S12.120" if displaced else "S12.121"
-            else:
-                stem, detail = ("S12.100" if displaced else "S12.101"), True
-        elif on_c2 and not on_c1:
-            stem, detail, description = ("S12.100" if displaced else "S12.101"), True, "fracture of C2"
-        elif on_c1 and not on_c2:
-            description = "fracture of C1"
-            if re.search(r"jefferson|unstable\s+burst", lowered):
-                stem = "S12.02"
-            elif re.search(r"stable\s+burst", lowered):
-                stem = "S12.01"
-            elif "posterior arch" in lowered:
-                stem = "S12.030" if displaced else "S12.031"
-            elif "lateral mass" in lowered:
-                stem = "S12.040" if displaced else "S12.041"
-            else:
-                stem, detail = ("S12.000" if displaced else "S12.001"), True
-        else:
-            category, detail, description = "S12", True, "fracture at C0-C2"
-        code = _complete(ctx, stem, seventh) if stem else None
-        if stem and code is None:
-            category, detail = stem, True
-        return TraumaticSlip(code, category if code is None else None, detail,
-                             tuple(fractures + trauma[:1]), description, cord)
+        code, category, detail, description, fractures = _fracture(ctx, fractures)
+        return TraumaticSlip(code, category, detail, tuple(fractures + trauma[:1]), description, cord)
     slipped = [f for f in in_region(slips(facts), OAA) + [f for f in facts.of("dislocation") if f.region == OAA]
                if _acute(f)]
     oaa_slips = in_region(slips(facts), OAA)
@@ -166,15 +139,34 @@ def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
                        for f in oaa_slips):
         return None  # documented as degenerative or congenital: an injury elsewhere is not its cause
     if trauma and slipped:
-        text = sentences_of(slipped)
-        dislocated = bool(re.search(r"\bdislocat", text, re.IGNORECASE))
-        joint = "S13.11" if _C0.search(text) else "S13.12"
-        stem = joint + ("1" if dislocated else "0")
-        code = _complete(ctx, stem, _seventh(facts, False, text))
-        which = "C0/C1" if joint == "S13.11" else "C1/C2"
+        code, stem, description = _joint(ctx, slipped)
         return TraumaticSlip(code, None if code else stem, code is None, tuple(slipped[:2] + trauma[:1]),
-                             f"traumatic {'dislocation' if dislocated else 'subluxation'} of {which}", cord)
+                             description, cord)
     return None
+
+
+def sequela_slip(facts: Findings, ctx: RuleContext) -> tuple[str, str, list[Finding]] | None:
+    """A C0-C2 slip documented as the residual of an old injury (a sequela, or post-traumatic and
+    chronic): guideline I.B.10 codes the residual condition (M43.11) first and the injury with the
+    7th character S after it. (code, description, evidence), or None."""
+    injuries = {(f.evidence.reference, f.evidence.text) for f in facts.of("trauma", "affirmed", "historical")}
+    candidates = in_region(slips(facts), OAA) + [f for f in facts.of("dislocation", "affirmed", "historical")
+                                                 if f.region == OAA]
+    # The slip's own words make it an injury's residual: "sequela"/"late effect" of an injury named
+    # with it, or post-traumatic and chronic. A postoperative "residual 1 mm slip" is no sequela.
+    residual = [f for f in candidates if "congenital" not in f.modifiers and (
+        ("sequela" in f.modifiers and ("traumatic" in f.modifiers
+                                       or (f.evidence.reference, f.evidence.text) in injuries))
+        or ("traumatic" in f.modifiers and f.modifiers & {"chronic", "old"}))]
+    if not residual or traumatic_slip(facts, ctx) is not None:
+        return None
+    old_fractures = [f for f in facts.of("fracture", "affirmed", "historical") if f.region == OAA and not _acute(f)]
+    if old_fractures:
+        code, _category, _detail, description, _ = _fracture(ctx, old_fractures, seventh="S")
+        if code:
+            return code, description, residual + old_fractures
+    code, _stem, description = _joint(ctx, residual, seventh="S")
+    return (code, description, residual) if code else None
 
 
 def congenital_slip(facts: Findings) -> list[Finding]:
@@ -192,22 +184,18 @@ def _acute_s_code(facts: Findings):
     return [c for c in facts.coded_with("S12.0", "S12.1", "S13.11", "S13.12") if c.code[-1] in "AB"]
 
 
-def _changes_code(facts: Findings, ctx: RuleContext) -> bool:
-    """The slip's code will change for trauma or congenital origin: other M43 cards stay silent."""
-    return traumatic_slip(facts, ctx) is not None or bool(congenital_slip(facts)) \
-        or bool(facts.coded_with("Q76.2")) or bool(_acute_s_code(facts))
-
-
 # ------------------------------------------------------------------- the rules
 @rule("SPL-SPECIFICITY")
 def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not _m43(facts):
         return []
     region = slip_region(facts)
-    if region is None or _changes_code(facts, ctx):
+    if region is None:
         return []
     evidence = in_region(slips(facts), region) if region != "multiple" else [f for f in slips(facts) if f.specific]
-    return specificity_cards("SPL-SPECIFICITY", facts, ctx, _m43(facts), f"M43.1{REGION_DIGIT[region]}", evidence,
+    # With Q76.2 coded for a congenital slip at another region, the M43.1- code's own region is right.
+    conditions = [c for c in _m43(facts) if not (facts.coded_with("Q76.2") and _unrelated_to_q76(facts, c))]
+    return specificity_cards("SPL-SPECIFICITY", facts, ctx, conditions, f"M43.1{REGION_DIGIT[region]}", evidence,
                              region=REGION_LABEL[region], level=evidence[0].level if evidence else region)
 
 
@@ -216,18 +204,14 @@ def spl_generic_level(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not _m43(facts):
         return []
     found = slips(facts)
-    if not found or documented_region(found) is not None or _changes_code(facts, ctx):
+    if not found or documented_region(found) is not None:
         return []
     generic = [f for f in found if not f.specific and f.region == CERVICAL]
     if not generic:
         return []
-    cards = []
-    for condition in _m43(facts):
-        if condition.code != "M43.11":
-            continue
-        cards.append(recode_card("SPL-GENERIC-LEVEL", facts, ctx, condition, "M43.12", evidence_of(generic),
-                                 recommended=False, missing=["region"], wording=generic[0].level))
-    return cards
+    return [recode_card("SPL-GENERIC-LEVEL", facts, ctx, condition, "M43.12", evidence_of(generic),
+                        recommended=False, missing=["region"], wording=generic[0].level)
+            for condition in _m43(facts) if condition.code == "M43.11"]
 
 
 @rule("SPL-TRAUMA")
@@ -235,8 +219,10 @@ def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not _m43_upper(facts):
         return []
     slip = traumatic_slip(facts, ctx)
-    if slip is None or _acute_s_code(facts):
-        return []
+    if slip is None:
+        return _sequela(facts, ctx)
+    if _acute_s_code(facts):
+        return []  # the injury is coded: SPL-EXCLUDES says which of the two stays
     cards = []
     for condition in _m43_upper(facts):
         values = {"current": condition.code, "current_display": ctx.terminology.display(condition.code),
@@ -249,6 +235,7 @@ def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
                 evidence=evidence_of(list(slip.evidence)),
                 suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, slip.code,
                                                                     ctx.terminology)], is_recommended=True)],
+                subject=condition.reference,
             ))
         else:
             values.update(category=slip.category, category_display=ctx.terminology.display(slip.category)
@@ -256,9 +243,32 @@ def spl_trauma(facts: Findings, ctx: RuleContext) -> list[Card]:
             cards.append(Card(
                 rule="SPL-TRAUMA", variant="undetermined", values=values, current_codes=[condition.code],
                 proposed_codes=[slip.category], missing_documentation=["fracture-detail"],
-                evidence=evidence_of(list(slip.evidence)),
+                evidence=evidence_of(list(slip.evidence)), subject=condition.reference,
             ))
     return cards
+
+
+def _sequela(facts: Findings, ctx: RuleContext) -> list[Card]:
+    """Guideline I.B.10: the residual condition (the slip, M43.11) is sequenced first, the injury
+    that caused it follows with the 7th character S; the slip's code stays."""
+    found = sequela_slip(facts, ctx)
+    if found is None:
+        return []
+    code, description, evidence = found
+    if any(c.code.endswith("S") for c in facts.coded_with(code[:5], firm=False)):
+        return []  # an injury code for the sequela is coded
+    m43_11 = [c for c in _m43_upper(facts) if c.code == "M43.11"]
+    if not m43_11:
+        return []  # the slip's own code is SPL-SPECIFICITY's to fix first
+    condition = m43_11[0]
+    return [Card(
+        rule="SPL-TRAUMA", variant="sequela",
+        values={"current": condition.code, "current_display": ctx.terminology.display(condition.code),
+                "description": description, "proposed": code, "proposed_display": ctx.terminology.display(code)},
+        current_codes=[condition.code], proposed_codes=[code], evidence=evidence_of(evidence),
+        suggestions=[Suggestion("add_sequela", [new_condition(facts, code, ctx.terminology)], is_recommended=True)],
+        subject=condition.reference, premise=condition.code,
+    )]
 
 
 @rule("SPL-CONGENITAL")
@@ -288,7 +298,7 @@ def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     region = slip_region(facts)
     coded = [c for c in _m43(facts, firm=False) if c.code == "M43.11"]
     proposed = region == OAA and bool(_m43(facts))
-    if not (coded or proposed) or _changes_code(facts, ctx):
+    if not (coded or proposed):
         return []
     if region is not None and region != OAA:
         return []  # the slip is documented elsewhere: SPL-SPECIFICITY proposes that region's code
@@ -300,7 +310,8 @@ def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
         missing.append("region")
     if facts.record.has("diagnosticReports") and not _imaging_confirms_slip(facts):
         missing.append("imaging")
-    if not (facts.of("acquired") or facts.of("congenital") or facts.of("trauma")):
+    if not (facts.of("acquired") or facts.of("congenital") or facts.of("trauma")
+            or sequela_slip(facts, ctx) is not None):
         missing.append("etiology")
     if not facts.documented("trauma"):
         missing.append("trauma-status")
@@ -312,45 +323,53 @@ def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
         values={"current": condition.code, "proposed_by_level": not coded},
         current_codes=[condition.code], missing_documentation=missing,
         evidence=evidence_of(slips(facts)) or [condition.evidence()],
+        subject=condition.reference, premise="M43.11",
     )]
-
-
-_NEURO = (
-    # (finding, codes that already say it, proposed code)
-    ("myelopathy", ("G99.2", "M47.1", "M50.0", "M43.3", "G95.9"), "G99.2"),
-    ("cord-compression", ("G95.2",), "G95.20"),
-)
 
 
 @rule("SPL-NEURO")
 def spl_neuro(facts: Findings, ctx: RuleContext) -> list[Card]:
     m43_11 = [c for c in _m43(facts) if c.code == "M43.11"]
-    if not m43_11 or _changes_code(facts, ctx):
+    if not m43_11:
         return []
+    by_finding = {entry.finding: entry for entry in TABLES.neuro}
     cards = []
-    for kind, already, proposed in _NEURO:
+    for entry in TABLES.neuro:
         # G99.2 / G95.2- code the cord's complication of this slip: a compressed cord at another
         # level ("C5-C6: ... cord flattening") belongs to another condition.
-        found = [f for f in facts.of(kind) if f.region in (OAA, None)]
-        if not found or facts.has_code(*already):
+        found = [f for f in facts.of(entry.finding) if f.region in (OAA, None)]
+        if not found or facts.has_code(*entry.already):
             continue
-        if kind == "cord-compression" and [f for f in facts.of("myelopathy") if f.region in (OAA, None)] \
-                and not facts.has_code("G99.2"):
+        myelopathy = by_finding.get("myelopathy")
+        if entry.finding == "cord-compression" and myelopathy and not facts.has_code(*myelopathy.already) \
+                and [f for f in facts.of("myelopathy") if f.region in (OAA, None)]:
             continue  # one finding, one card: the myelopathy card covers the compressed cord
-        cards.append(_additional(facts, ctx, kind, proposed, found))
-    radiculopathy = [f for f in facts.of("radiculopathy") if f.region in (OAA, None)]
-    if radiculopathy and not facts.has_code("M54.1", "M47.2", "M50.1"):
-        cards.append(_additional(facts, ctx, "radiculopathy", "M54.11", radiculopathy))
+        cards.append(_additional(facts, ctx, entry.finding, entry.proposed, found, m43_11[0]))
     return cards
 
 
-def _additional(facts: Findings, ctx: RuleContext, kind: str, code: str, found: list[Finding]) -> Card:
+def _additional(facts: Findings, ctx: RuleContext, kind: str, code: str, found: list[Finding], basis) -> Card:
     return Card(
         rule="SPL-NEURO", variant=kind,
         values={"finding": kind, "proposed": code, "proposed_display": ctx.terminology.display(code)},
         current_codes=["M43.11"], proposed_codes=[code], evidence=evidence_of(found),
         suggestions=[Suggestion("add", [new_condition(facts, code, ctx.terminology)], is_recommended=True)],
+        subject=basis.reference, premise="M43.11",
     )
+
+
+def _unrelated_to_q76(facts: Findings, m43) -> bool:
+    """The coded M43.1- slip and the Q76.2 are two conditions: the slip of the M43 code's region is
+    acquired and not congenital, and a slip or a congenital finding is documented at another region
+    ("L5 pars defects with L5-S1 spondylolisthesis" beside "degenerative C1 on C2")."""
+    region = region_of_code(m43.code) or slip_region(facts)
+    if region is None or region == MULTIPLE:
+        return False
+    here = in_region(slips(facts), region)
+    if not here or any("congenital" in f.modifiers for f in here) or not any("acquired" in f.modifiers for f in here):
+        return False
+    elsewhere = [f for f in slips(facts) + facts.of("congenital") if f.specific and f.region not in (region, None)]
+    return bool(elsewhere)
 
 
 @rule("SPL-EXCLUDES")
@@ -358,9 +377,16 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not _m43(facts) or not (facts.coded_with("Q76.2") or _acute_s_code(facts)):
         return []
     cards = []
+    congenital, acquired = congenital_slip(facts), acquired_slip(facts)
     for m43 in _m43(facts):
         for other in facts.coded_with("Q76.2"):
-            congenital, acquired = congenital_slip(facts), acquired_slip(facts)
+            if _unrelated_to_q76(facts, m43):
+                # A congenital condition at one level and an acquired slip at another are unrelated
+                # conditions: guideline I.A.12.a lets both codes stand.
+                cards.append(Card(rule="SPL-EXCLUDES", variant="unrelated", subject=m43.reference, keeps=True,
+                                  suggestions=[Suggestion("keep_both", [remove_condition(m43.reference, m43.code),
+                                                                        remove_condition(other.reference, "Q76.2")])]))
+                continue
             keep_congenital = bool(congenital) and not acquired
             keep_acquired = bool(acquired) and not congenital
             suggestions = []
@@ -375,7 +401,7 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                 rule="SPL-EXCLUDES", values={"current": m43.code, "other": "Q76.2", "notes": notes},
                 current_codes=[m43.code, "Q76.2"], evidence=[m43.evidence(), other.evidence()]
                 + evidence_of(congenital or acquired, 2),
-                suggestions=suggestions,
+                suggestions=suggestions, subject=m43.reference,
             ))
         for acute in _acute_s_code(facts) if m43.code in UPPER else ():
             cards.append(Card(
@@ -385,5 +411,6 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                 current_codes=[m43.code, acute.code], evidence=[m43.evidence(), acute.evidence()],
                 suggestions=[Suggestion("keep_injury", [remove_condition(m43.reference, m43.code)],
                                         {"removed": m43.code, "kept": acute.code}, is_recommended=True)],
+                subject=m43.reference,
             ))
     return cards

@@ -15,17 +15,6 @@ from ..findings import Findings
 from . import RuleContext, rule
 from .common import REGION_DIGIT, radiculopathy_region, recode_card, remove_condition, slip_region
 
-# Pairs the family rules already explain with a better card (SPL-EXCLUDES, RAD-EXCLUDES).
-_FAMILY_PAIRS = (("M43.1", "Q76.2"), ("M54.11", "M47.2"), ("M54.11", "M50.1"), ("M54.11", "M51.1"),
-                 ("M54.11", "M79.2"), ("M54.11", "G54.2"))
-
-
-def _family_pair(a: str, b: str) -> bool:
-    def within(code, prefix):
-        return code.replace(".", "").startswith(prefix.replace(".", ""))
-    return any((within(a, x) and within(b, y)) or (within(b, x) and within(a, y)) for x, y in _FAMILY_PAIRS)
-
-
 @rule("TAB-HEADER")
 def tab_header(facts: Findings, ctx: RuleContext) -> list[Card]:
     cards = []
@@ -42,7 +31,7 @@ def tab_header(facts: Findings, ctx: RuleContext) -> list[Card]:
                                      exists=exists))
         else:
             cards.append(Card(rule="TAB-HEADER", variant="no-child" if exists else "invalid", values=values,
-                              current_codes=[code], evidence=[condition.evidence()]))
+                              current_codes=[code], evidence=[condition.evidence()], subject=condition.reference))
     return cards
 
 
@@ -66,7 +55,7 @@ def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
             first_of_code.setdefault(condition.code, condition)  # a code coded twice is one code
     for a, b in combinations(first_of_code.values(), 2):
         notes = ctx.terminology.excludes1_between(a.code, b.code)
-        if not notes or _family_pair(a.code, b.code):
+        if not notes:
             continue
         cards.append(Card(
             rule="TAB-EXCLUDES1",
@@ -78,5 +67,6 @@ def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
                 Suggestion("keep", [remove_condition(b.reference, b.code)], {"kept": a.code, "removed": b.code}),
                 Suggestion("keep", [remove_condition(a.reference, a.code)], {"kept": b.code, "removed": a.code}),
             ],
+            subject=a.reference,
         ))
     return cards
