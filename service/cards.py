@@ -126,7 +126,7 @@ class CardCatalogue:
         if card.variant and card.variant not in template.variants:
             raise TemplateError(f"cards/{card.rule}.toml has no variant {card.variant!r}")
         values = dict(card.values)
-        values.setdefault("evidence", card.evidence)
+        values.setdefault("evidence", _unique(card.evidence))
         values.setdefault("missing", [self.documentation_label(m) for m in card.missing_documentation])
         values.setdefault("missing_elements", list(card.missing_documentation))
         values.setdefault("source", template.source)
@@ -233,14 +233,21 @@ class Card:
         return out
 
 
+MAX_EVIDENCE = 3
+
+
 def _unique(evidence: list[Evidence]) -> list[Evidence]:
+    """Each sentence quoted once (whatever finding of it the rule cited), at most MAX_EVIDENCE: the
+    strongest (the rule lists its evidence strongest first), then shown newest first."""
     seen, out = set(), []
     for e in evidence:
-        key = (e.reference, e.element, e.text)
+        key = (e.reference, " ".join(e.text.split()))
         if key not in seen:
             seen.add(key)
             out.append(e)
-    return out
+        if len(out) == MAX_EVIDENCE:
+            break
+    return sorted(out, key=lambda e: e.date or "", reverse=True)
 
 
 def contract_problems(card: dict, catalogue: CardCatalogue) -> list[str]:

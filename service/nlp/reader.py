@@ -55,8 +55,12 @@ class Evidence(NamedTuple):
     date: str | None = None
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "element": self.element, "text": self.text,
-                "assertion": self.assertion}
+        """The quote as one line (a hard-wrapped sentence is one sentence), with its date when known."""
+        out = {"reference": self.reference, "element": self.element, "text": " ".join(self.text.split()),
+               "assertion": self.assertion}
+        if self.date:
+            out["date"] = self.date
+        return out
 
 
 class Finding(NamedTuple):
