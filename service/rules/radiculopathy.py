@@ -193,8 +193,6 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                                           remove_condition(condition.reference, "M54.11"),
                                           remove_condition(other.reference, other.code)])]))
         for other in facts.coded_with("M79.2", "G54.2"):
-            if other.code.startswith("G54.2") and facts.of("occipital-neuralgia"):
-                continue  # G54.2 names the documented occipital neuralgia: RAD-OCCIPITAL-NEURALGIA recodes it
             notes = [n.note for n in ctx.terminology.excludes1_between("M54.11", other.code)]
             cards.append(Card(
                 rule="RAD-EXCLUDES", variant="conflict",
@@ -286,7 +284,7 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not coded:
         return []
     if radiculopathy_region(facts) not in (None, OAA):
-        return []  # the root is documented in another region: RAD-SPECIFICITY recodes M54.11
+        return []  # the root is documented in another region: nothing about C0-C2 to ask
     missing = []
     named = [f for f in radicular(facts) if f.region == OAA] or [f for f in slips(facts) if f.region == OAA]
     if not named and not _generic_only(facts):

@@ -301,10 +301,7 @@ def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     if not (coded or proposed):
         return []
     if region is not None and region != OAA:
-        return []  # the slip is documented elsewhere: SPL-SPECIFICITY proposes that region's code
-    generic_only = bool(slips(facts)) and documented_region(slips(facts)) is None
-    if generic_only and any(c.code == "M43.11" for c in _m43(facts)):
-        return []  # SPL-GENERIC-LEVEL asks for the level
+        return []  # the slip is documented elsewhere: nothing about C0-C2 to ask
     missing = []
     if region != OAA:
         missing.append("region")
