@@ -106,3 +106,42 @@ def test_dismiss_with_a_reason_shows_in_the_analytics(served, browser):
     browser.get(served.url + "/analytics")
     assert "provider-will-be-queried" in browser.page_source
     _shot(browser, "analytics-after-dismiss")
+
+
+TEMPLATE_SYNTAX = ("{{", "{%", "{#")
+
+
+def test_rule_pages_show_worked_example_cards_and_no_template_syntax(served, browser):
+    browser.get(served.url + "/rules")
+    assert not [t for t in TEMPLATE_SYNTAX if t in browser.page_source]
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "table a[href*='/rules/']")]
+    assert links
+    for link in links:
+        browser.get(link)
+        text, source = browser.find_element(By.TAG_NAME, "body").text, browser.page_source
+        assert not [t for t in TEMPLATE_SYNTAX if t in text or t in source], link
+    browser.get(served.url + "/rules/SPL-TRAUMA")
+    card = browser.find_element(By.CSS_SELECTOR, ".example.fires .card")
+    assert card.find_element(By.CLASS_NAME, "summary").text.strip()
+    assert card.find_element(By.CSS_SELECTOR, ".detail blockquote").text.strip()  # the detail, rendered
+    assert card.find_elements(By.CSS_SELECTOR, ".evidence li")
+    assert browser.find_element(By.CSS_SELECTOR, ".example.silent .near-miss").text.startswith("No SPL-TRAUMA card")
+    _shot(browser, "rule-page")
+
+
+def test_the_playground_shows_a_quote_marked_in_its_paragraph(served, browser):
+    # Not VIGNETTE: the tests above accept its card, and feedback suppresses that rule's card for
+    # the same patient and subject (every vignette is patient vp-1, Condition/cond-1).
+    browser.get(served.url + "/")
+    Select(browser.find_element(By.NAME, "service")).select_by_value("spine-coding-encounter-sign")
+    Select(browser.find_element(By.NAME, "vignette")).select_by_value(
+        "vignettes/spl-specificity-fires-m43.10-c1-on-c2.json")
+    card = _submit(browser, browser.find_element(By.ID, "run"), ".card")
+    report = next(b for b in card.find_elements(By.CSS_SELECTOR, ".evidence") if "DiagnosticReport/dr-1" in b.text)
+    paragraph = report.find_element(By.CSS_SELECTOR, "p.paragraph")
+    mark = paragraph.find_element(By.TAG_NAME, "mark")
+    assert "C1 on C2" in mark.text  # the MRI's quote ...
+    assert mark.text in paragraph.text and len(paragraph.text) > len(mark.text)  # ... in its paragraph
+    marks = [m.text for m in card.find_elements(By.CSS_SELECTOR, ".evidence mark")]
+    assert len(marks) == len(set(marks))  # each quote once
+    _shot(browser, "playground-quote-in-paragraph")

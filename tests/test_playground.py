@@ -25,7 +25,68 @@ def test_a_vignette_shows_its_card_with_evidence_highlighted(client):
     assert "Acute dens fracture documented: S12.112A replaces M43.11" in page
     assert "<mark>Acute nondisplaced type II dens fracture.</mark>" in page
     assert "<strong>S12.112A</strong>" in page  # the detail rendered from markdown
-    assert "<code>update</code> Condition: S12.112A Nondisplaced Type II dens fracture" in page
+
+
+def test_each_quote_is_shown_once_in_its_paragraph(client):
+    page = _run(client, vignette=VIGNETTE)
+    blocks = re.findall(r'<div class="evidence">(.*?)</div>', page, re.S)
+    assert blocks and all(b.count("<mark") >= 1 for b in blocks)
+    marks = re.findall(r"<mark[^>]*>(.*?)</mark>", "".join(blocks), re.S)
+    assert len(marks) == len(set(marks))  # each quote once
+    report = next(b for b in blocks if "DiagnosticReport/dr-1" in b)
+    assert '<p class="paragraph"><mark>Acute nondisplaced type II dens fracture.</mark> ' in report
+
+
+def _with_report(conclusion: str) -> dict:
+    request = json.loads((FIXTURES / VIGNETTE).read_text())
+    report = next(e["resource"] for v in request["prefetch"].values() if v.get("resourceType") == "Bundle"
+                  for e in v["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    report["conclusion"] = conclusion
+    return request
+
+
+def _report_quotes(client, request) -> list[str]:
+    """What the service quotes from the report (the reader decides; these tests only place it)."""
+    answer = client.post("/cds-services/spine-coding-encounter-sign", json=request).get_json()
+    return [e["text"] for c in answer["cards"] for e in c["extension"]["spine-coding-cds"]["evidence"]
+            if e["reference"] == "DiagnosticReport/dr-1"]
+
+
+def _report_paragraph(page: str) -> str:
+    block = next(b for b in re.findall(r'<div class="evidence">(.*?)</div>', page, re.S) if "DiagnosticReport/dr-1" in b)
+    return re.search(r'<p class="paragraph">(.*?)</p>', block, re.S).group(1)
+
+
+def test_a_long_report_shows_only_the_paragraph_of_the_quote(client):
+    request = _with_report("EXAM: CT cervical spine <b>stat</b>\nTechnique: axial images.\n\n"
+                           "Findings: Acute nondisplaced type II dens fracture. Anterolisthesis of C1\non C2.\n\n"
+                           "Impression: see above.")
+    quotes = _report_quotes(client, request)
+    assert quotes
+    paragraph = _report_paragraph(_run(client, request=json.dumps(request)))
+    assert paragraph.startswith("Findings: ") and paragraph.endswith("C1<br>on C2.")
+    for quote in quotes:
+        assert paragraph.count(f"<mark>{quote}</mark>".replace("\n", "<br>")) == 1
+    assert "EXAM" not in paragraph and "Impression" not in paragraph and "stat" not in paragraph
+
+
+def test_the_paragraph_around_a_quote_is_escaped(client):
+    request = _with_report("Acute nondisplaced type II dens fracture.\n<script>x()</script> {{ x }} & <b>y</b>")
+    quotes = _report_quotes(client, request)
+    page = _run(client, request=json.dumps(request))
+    evidence = page.split("<h4>Evidence", 1)[1]
+    paragraph = _report_paragraph(page)
+    assert "<script>" not in evidence and "<b>y" not in evidence and "{{" not in evidence
+    assert "&lt;script&gt;" in paragraph and "&amp;" in paragraph and paragraph.count("<mark>") == len(quotes) >= 1
+
+
+def test_the_suggestion_line_does_not_repeat_the_display(client):
+    page = _run(client, vignette=VIGNETTE)
+    line = re.search(r'<p class="suggestion">(.*?)</p>', page, re.S).group(1)
+    label = re.search(r"<b>(.*?)</b>", line).group(1)
+    assert "S12.112A" in label and "Nondisplaced Type II dens fracture" in label
+    assert line.count("Nondisplaced Type II dens fracture") == 1  # in the label only
+    assert re.search(r"<code>update</code> [^<]*Condition/cond-1[^<]*S12\.112A", line)
 
 
 def test_a_well_documented_record_is_silent(client):

@@ -8,12 +8,11 @@ service could add feedback to the analytics.
 """
 from __future__ import annotations
 
-import html
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 
-import markdown
 from flask import Blueprint, redirect, render_template_string, request, url_for
 from markupsafe import Markup
 
@@ -24,6 +23,7 @@ from ..pipeline import answer_hook
 from ..services import SERVICES
 from .common import runtime
 from .feedback import parse_feedback
+from .rule_pages import escape_text, markdown_html, record_texts
 
 blueprint = Blueprint("playground", __name__)
 FIXTURES = PROJECT_DIR / "fhir_fixtures"
@@ -95,49 +95,136 @@ def feedback():
     return redirect(url_for("playground.page", done=done, stored=summary["stored"]))
 
 
-def _texts(body, service) -> dict[str, str]:
-    """Reference → the text the pipeline read from that resource (to show the evidence in place):
-    the same record assembly as the hook call, its parsed resources coming from the cache."""
-    from ..deadline import Deadline
-    from ..hook_request import parse_hook_request
-    from ..record import build_record
-
-    record = build_record(parse_hook_request(body, service), None, Deadline(runtime().settings.hook_deadline))
-    out: dict[str, list[str]] = {}
-    for source in record.texts:
-        out.setdefault(source.reference, []).append(source.text)
-    return {ref: "\n".join(parts) for ref, parts in out.items()}
+def _texts(body, service) -> dict:
+    """(reference, element) → the text the pipeline read there (to show the evidence in place)."""
+    return {key: source.text for key, source in record_texts(body, service).items()}
 
 
-def _highlighted(source: str, phrase: str) -> Markup:
-    escaped_source, escaped_phrase = html.escape(source), html.escape(phrase)
-    if escaped_phrase and escaped_phrase in escaped_source:
-        escaped_source = escaped_source.replace(escaped_phrase, f"<mark>{escaped_phrase}</mark>", 1)
-    return Markup(escaped_source.replace("\n", "<br>"))
+PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_ENDS_PARAGRAPH, _STARTS_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*\Z"), re.compile(r"\s*\n[ \t]*\n")
+LONGEST_PARAGRAPH = 700  # characters; a longer paragraph is narrowed to the lines, then the words, about the quote
 
 
-def _detail_html(detail: str) -> Markup:
-    safe = detail.replace("\\<", "&lt;").replace("\\>", "&gt;").replace("<", "&lt;")
-    return Markup(markdown.markdown(safe))
+def _find(source: str, quote: str) -> tuple[int, int] | None:
+    """Where the quote is in the source: exactly, else ignoring case and how whitespace is laid out
+    (a hard-wrapped report breaks a quoted sentence across lines)."""
+    if not quote.strip():
+        return None
+    at = source.find(quote)
+    if at >= 0:
+        return at, at + len(quote)
+    pattern = r"\s+".join(re.escape(word) for word in quote.split())
+    found = re.search(pattern, source, re.IGNORECASE)
+    return (found.start(), found.end()) if found else None
 
 
-def _view(card: dict, texts: dict[str, str]) -> dict:
+def _paragraph(source: str, start: int, end: int) -> tuple[int, int]:
+    """The paragraph (text between blank lines) around [start, end); narrowed when very long."""
+    begin = 0
+    for brk in PARAGRAPH_BREAK.finditer(source):
+        if brk.end() <= start:
+            begin = brk.end()
+        elif brk.start() >= end:
+            return _narrow(source, begin, brk.start(), start, end)
+    return _narrow(source, begin, len(source), start, end)
+
+
+def _narrow(source: str, begin: int, stop: int, start: int, end: int) -> tuple[int, int]:
+    if stop - begin <= LONGEST_PARAGRAPH:
+        return begin, stop
+    line_begin = source.rfind("\n", begin, start) + 1 or begin
+    line_stop = source.find("\n", end, stop)
+    begin, stop = max(begin, line_begin), (stop if line_stop < 0 else line_stop)
+    if stop - begin <= LONGEST_PARAGRAPH:
+        return begin, stop
+    room = max(0, (LONGEST_PARAGRAPH - (end - start)) // 2)
+    left, right = max(begin, start - room), min(stop, end + room)
+    while left > begin and not source[left - 1].isspace():
+        left -= 1
+    while right < stop and not source[right].isspace():
+        right += 1
+    return left, right
+
+
+def _evidence_in_place(evidence: list[dict], texts: dict) -> list[dict]:
+    """Each quote once, in the paragraph of the text it was read in, highlighted; quotes of one
+    paragraph share it. A quote not found in the text (a code, say) stands alone, highlighted."""
+    by_reference: dict[str, list[str]] = {}
+    for (reference, _element), text in texts.items():
+        by_reference.setdefault(reference, []).append(text)
+    blocks: dict[tuple, dict] = {}
+    for e in evidence:
+        quote = e.get("text", "")
+        source = texts.get((e.get("reference"), e.get("element")))
+        candidates = [source] if source is not None else by_reference.get(e.get("reference"), [])
+        for candidate in candidates:
+            span = _find(candidate, quote)
+            if span:
+                begin, stop = _paragraph(candidate, *span)
+                key = (e.get("reference"), e.get("element"), id(candidate), begin, stop)
+                block = blocks.setdefault(key, {"reference": e.get("reference"), "element": e.get("element"),
+                                                "text": candidate, "begin": begin, "stop": stop, "marks": []})
+                block["marks"].append((span[0], span[1], e.get("assertion", "")))
+                break
+        else:
+            key = (e.get("reference"), e.get("element"), None, quote)
+            blocks.setdefault(key, {"reference": e.get("reference"), "element": e.get("element"), "text": quote,
+                                    "begin": 0, "stop": len(quote), "marks": [(0, len(quote), e.get("assertion", ""))],
+                                    "alone": True})
+    out = []
+    for block in blocks.values():
+        marks = sorted(set(block["marks"]))
+        out.append({"reference": block["reference"], "element": block["element"],
+                    "assertions": ", ".join(dict.fromkeys(a for _, _, a in marks if a)),
+                    "alone": block.get("alone", False),
+                    "html": _highlighted(block["text"], block["begin"], block["stop"], marks)})
+    return out
+
+
+def _highlighted(text: str, begin: int, stop: int, marks: list[tuple[int, int, str]]) -> Markup:
+    """text[begin:stop], escaped, the marked spans in <mark>; an ellipsis where it was cut."""
+    parts, at = [], begin
+    for start, end, assertion in marks:
+        start = max(start, at)
+        if end <= start:
+            continue  # overlaps a span already marked
+        parts.append(escape_text(text[at:start]))
+        kind = "" if assertion in ("", "affirmed") else f' class="{escape_text(assertion)}" title="{escape_text(assertion)}"'
+        parts.append(f"<mark{kind}>{escape_text(text[start:end])}</mark>")
+        at = end
+    parts.append(escape_text(text[at:stop]))
+    body = "".join(parts).strip()
+    if text[:begin].strip() and not _ENDS_PARAGRAPH.search(text[:begin]):
+        body = "&hellip; " + body
+    if text[stop:].strip() and not _STARTS_PARAGRAPH.match(text[stop:]):
+        body += " &hellip;"
+    return Markup(body.replace("\n", "<br>"))
+
+
+def _change(action: dict, label: str) -> dict:
+    """What one action of a suggestion changes, in its own words, less the code displays that the
+    label already carries (the label says "Recode as S12.112A Nondisplaced ..."; the action then
+    says "Change Condition/cond-1 to S12.112A")."""
+    resource = action.get("resource") or {}
+    description = action.get("description", "")
+    for coding in (resource.get("code") or {}).get("coding", []):
+        display = coding.get("display")
+        if display and display in label:
+            description = description.replace(f" {display}", "").replace(display, "")
+    target = action.get("resourceId") or (f"{resource.get('resourceType')}/{resource['id']}"
+                                          if resource.get("resourceType") and resource.get("id")
+                                          else resource.get("resourceType", ""))
+    return {"type": action.get("type", ""), "description": description.strip(),
+            "target": "" if target and target in description else target}
+
+
+def _view(card: dict, texts: dict) -> dict:
     payload = card["extension"]["spine-coding-cds"]
-    evidence = [dict(e, source=_highlighted(texts.get(e["reference"], e["text"]), e["text"]))
-                for e in payload["evidence"]]
-    suggestions = []
-    for s in card.get("suggestions", []):
-        changes = []
-        for action in s.get("actions", []):
-            resource = action.get("resource") or {}
-            codings = [f"{c.get('code')} {c.get('display', '')}" for c in (resource.get("code") or {}).get("coding", [])
-                       if "icd-10-cm" in c.get("system", "")]
-            changes.append({"type": action["type"], "description": action["description"],
-                            "target": action.get("resourceId") or resource.get("resourceType", ""),
-                            "codes": ", ".join(codings)})
-        suggestions.append({"label": s["label"], "uuid": s["uuid"], "changes": changes})
-    return {"card": card, "payload": payload, "detail": _detail_html(card.get("detail", "")),
-            "evidence": evidence, "suggestions": suggestions}
+    suggestions = [{"label": s["label"], "uuid": s["uuid"],
+                    "changes": [_change(a, s["label"]) for a in s.get("actions", [])]}
+                   for s in card.get("suggestions", [])]
+    return {"card": card, "payload": payload, "detail": markdown_html(card.get("detail", "")),
+            "evidence": _evidence_in_place(payload["evidence"], texts), "suggestions": suggestions}
 
 
 def _render(**values):
@@ -174,8 +261,8 @@ textarea{width:100%;height:9rem;font-family:monospace}.card{border-left:6px soli
 <div class="card {{ c.indicator }}"><span class="ind">{{ c.indicator }}</span> · {{ c.source.topic.display }} · <a href="{{ c.source.url }}">{{ v.payload.rule }}</a>
 <h3 class="summary">{{ c.summary }}</h3>
 <div class="detail">{{ v.detail }}</div>
-<h4>Evidence</h4>{% for e in v.evidence %}<div class="evidence"><b>{{ e.reference }}</b> · {{ e.element }} · {{ e.assertion }}<br>{{ e.source }}</div>{% endfor %}
-{% for s in v.suggestions %}<form method="post" action="/playground/feedback"><p><b>{{ s.label }}</b>{% for ch in s.changes %}<br><code>{{ ch.type }}</code> {{ ch.target }}{% if ch.codes %}: {{ ch.codes }}{% endif %} — {{ ch.description }}{% endfor %}</p>
+<h4>Evidence</h4>{% for e in v.evidence %}<div class="evidence"><b>{{ e.reference }}</b> · {{ e.element }}{% if e.assertions %} · {{ e.assertions }}{% endif %}{% if e.alone and e.element != 'code' %} · not found in the text as read{% endif %}<p class="paragraph">{{ e.html }}</p></div>{% endfor %}
+{% for s in v.suggestions %}<form method="post" action="/playground/feedback"><p class="suggestion"><b>{{ s.label }}</b>{% for ch in s.changes %}<br><code>{{ ch.type }}</code>{% if ch.target %} {{ ch.target }} —{% endif %} {{ ch.description }}{% endfor %}</p>
 <input type="hidden" name="service" value="{{ service_id }}"><input type="hidden" name="card" value="{{ c.uuid }}">
 <input type="hidden" name="suggestion" value="{{ s.uuid }}"><input type="hidden" name="outcome" value="accepted">
 <button type="submit" class="accept">Accept</button></form>{% endfor %}
