@@ -61,8 +61,18 @@ def test_a_prompt_card_omits_empty_optional_fields():
     assert contract_problems(card, CATALOGUE) == []
     assert "suggestions" not in card and "selectionBehavior" not in card
     assert card["indicator"] == "info"
-    assert card["summary"] == "M43.11 lacks documentation of region, imaging"
-    assert "- the spinal level or region" in card["detail"]
+    # Outside the query step (tests/test_queries.py) the card lists what the record does not state.
+    assert card["summary"] == ("Documentation query on the spondylolisthesis: the spinal level or region; "
+                               "imaging that confirms the finding at that level")
+    assert "The record does not state:\n- the spinal level or region" in card["detail"]
+    assert "to support" not in card["detail"]
+
+
+def test_a_template_may_carry_a_rationale_for_the_rule_page():
+    assert "rationale" in CATALOGUE.templates["ORD-DIAGNOSIS"].text
+    assert "MS-DRG" in CATALOGUE.templates["ORD-DIAGNOSIS"].text["rationale"]
+    detail = CATALOGUE.templates["ORD-DIAGNOSIS"].text["detail"]
+    assert "denial" not in detail and "rationale" not in detail
 
 
 def test_uuids_are_fresh_for_every_card_and_suggestion():
