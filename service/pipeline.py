@@ -19,9 +19,11 @@ from .services import CdsService
 log = logging.getLogger(__name__)
 
 
-def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
+def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = True) -> dict:
     """The hook's answer. `defer(fn)` runs fn after the answer is sent (the HTTP layer passes
-    it): the record of issued cards is written then, off the clinician's wait."""
+    it): the record of issued cards is written then, off the clinician's wait. `screen=False`
+    shows every card whatever feedback it had (the playground and the rule pages, whose
+    vignettes share one demo patient: one accept there must not hide the card everywhere)."""
     request = parse_hook_request(body, service)
     deadline = Deadline(runtime.settings.hook_deadline)
     reader = runtime.fhir.reader(request.fhir, deadline)
@@ -53,7 +55,10 @@ def answer_hook(runtime, service: CdsService, body, defer=None) -> dict:
     from . import suppression
 
     keys = suppression.card_keys(runtime, record, issued)
-    shown, suppressed = suppression.screen(runtime, record, live, keys)
+    if screen:
+        shown, suppressed = suppression.screen(runtime, record, live, keys)
+    else:
+        shown, suppressed = [c for _, c in live], []
     if cards:
         def write_issued() -> None:
             store, args = runtime.store, (service.id, service.hook, request.hook_instance)

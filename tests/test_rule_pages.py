@@ -119,9 +119,9 @@ def test_examples_run_once_per_process_and_write_nothing(app, client, monkeypatc
     calls = []
     real = rule_pages.answer_hook
 
-    def counting(runtime, service, body, defer=None):
+    def counting(runtime, service, body, defer=None, **options):
         calls.append(body["hookInstance"])
-        return real(runtime, service, body, defer=defer)
+        return real(runtime, service, body, defer=defer, **options)
 
     monkeypatch.setattr(rule_pages, "answer_hook", counting)
     first = _page(client, "SPL-TRAUMA")
@@ -136,13 +136,13 @@ def test_examples_run_once_per_process_and_write_nothing(app, client, monkeypatc
 def test_a_vignette_that_raises_or_times_out_is_left_out_never_a_500(app, client, monkeypatch):
     real = rule_pages.answer_hook
 
-    def flaky(runtime, service, body, defer=None):
+    def flaky(runtime, service, body, defer=None, **options):
         if "nondisplaced-type-ii-dens" in _vignette_of(body):
             raise RuntimeError("boom")
         if "c1-c2-subluxation-after-fall" in _vignette_of(body):
             runtime.store.record_timeout(service.id, body["hookInstance"], 9999.0)
             return {"cards": []}
-        return real(runtime, service, body, defer=defer)
+        return real(runtime, service, body, defer=defer, **options)
 
     monkeypatch.setattr(rule_pages, "answer_hook", flaky)
     page = _page(client, "SPL-TRAUMA")

@@ -68,7 +68,7 @@ def run():
     if isinstance(body, dict):
         body = dict(body, hook=service.hook, hookInstance=str(uuid.uuid4()))
     try:
-        answer = answer_hook(runtime(), service, body)
+        answer = answer_hook(runtime(), service, body, screen=False)  # one demo patient: feedback hides nothing
     except Problem as problem:
         return _render(error="; ".join(i.diagnostics for i in problem.issues), pasted=pasted, chosen=chosen,
                        service_id=service_id)

@@ -203,7 +203,7 @@ def _run(rt, vignette_id: str) -> _Run | None:
             raise ValueError(f"no service for hook {body.get('hook')!r}")
         body = dict(body, hookInstance=str(uuid.uuid4()))
         rehearsal = _Rehearsal(rt)
-        answer = answer_hook(rehearsal, service, body, defer=lambda fn: None)
+        answer = answer_hook(rehearsal, service, body, defer=lambda fn: None, screen=False)
         if rehearsal.timed_out:
             log.warning("rule pages: vignette %s timed out: left out of the worked examples", vignette_id)
             return None
