@@ -49,8 +49,9 @@ def _clinical_sentences() -> list[str]:
     sentences = []
     for v in vignettes.load_spec():
         for report in v.get("reports", []):
-            sentences.append(report["conclusion"])
-        sentences.extend(note for note in v.get("notes", []) if not note.startswith("<"))
+            if report.get("conclusion"):
+                sentences.append(report["conclusion"])
+        sentences.extend(note for note in v.get("notes", []) if isinstance(note, str) and not note.startswith("<"))
     return sentences
 
 

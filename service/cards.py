@@ -237,8 +237,8 @@ MAX_EVIDENCE = 3
 
 
 def _unique(evidence: list[Evidence]) -> list[Evidence]:
-    """Each sentence quoted once (whatever finding of it the rule cited), at most MAX_EVIDENCE: the
-    strongest (the rule lists its evidence strongest first), then shown newest first."""
+    """Each sentence quoted once (whatever finding of it the rule cited), at most MAX_EVIDENCE, in the
+    rule's order: the strongest first, the newest first among equals (`rules.common.evidence_of`)."""
     seen, out = set(), []
     for e in evidence:
         key = (e.reference, " ".join(e.text.split()))
@@ -247,7 +247,7 @@ def _unique(evidence: list[Evidence]) -> list[Evidence]:
             out.append(e)
         if len(out) == MAX_EVIDENCE:
             break
-    return sorted(out, key=lambda e: e.date or "", reverse=True)
+    return out
 
 
 def contract_problems(card: dict, catalogue: CardCatalogue) -> list[str]:

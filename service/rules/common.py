@@ -100,8 +100,10 @@ def resequence(facts: Findings, first: str, then: str) -> Action | None:
 
 
 def evidence_of(findings: list[Finding], limit: int = 3):
-    """The evidence of findings, the most specific first, without repeating a sentence."""
-    ordered = sorted(findings, key=lambda f: (not f.specific, not f.from_report))
+    """The evidence of findings, the strongest first (a named level, then a report), the newest first
+    among equals, without repeating a sentence."""
+    by_date = sorted(findings, key=lambda f: f.evidence.date or "", reverse=True)  # newest first among equals
+    ordered = sorted(by_date, key=lambda f: (not f.specific, not f.from_report))
     out, seen = [], set()
     for f in ordered:
         key = (f.evidence.reference, f.evidence.text)

@@ -144,6 +144,8 @@ def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
     G54.2 (cervical root disorders, which Excludes1 radiculitis NOS) for a documented occipital
     neuralgia: G54.2 becomes M54.81, whatever the radiculopathy beside it (a documented C2
     radiculopathy keeps its M54.11: both conditions are real)."""
+    if not (facts.coded_with("G54.2") or _m54_11(facts)):
+        return []  # codes first: a record without them is never read
     found = facts.of("occipital-neuralgia")
     if not found or facts.has_code("M54.81"):
         return []
