@@ -132,6 +132,10 @@ def _order(n: int, spec: dict, conditions: list[dict]) -> dict:
         "code": {"coding": [{"system": CPT, "code": spec["cpt"], "display": CPT_NAMES.get(spec["cpt"], spec["cpt"])}]},
         "subject": {"reference": f"Patient/{PATIENT}"}, "encounter": {"reference": f"Encounter/{ENCOUNTER}"},
     }
+    return _with_reasons(resource, spec, conditions)
+
+
+def _with_reasons(resource: dict, spec: dict, conditions: list[dict]) -> dict:
     if spec.get("reasons"):
         resource["reasonCode"] = [{"coding": [{"system": ICD, "code": c}]} for c in spec["reasons"]]
     if "reason_condition" in spec:
@@ -146,11 +150,7 @@ def _medication_order(n: int, spec: dict, conditions: list[dict]) -> dict:
                                       "text": spec["medication"]},
         "subject": {"reference": f"Patient/{PATIENT}"}, "encounter": {"reference": f"Encounter/{ENCOUNTER}"},
     }
-    if spec.get("reasons"):
-        resource["reasonCode"] = [{"coding": [{"system": ICD, "code": c}]} for c in spec["reasons"]]
-    if "reason_condition" in spec:
-        resource["reasonReference"] = [{"reference": f"Condition/{conditions[spec['reason_condition']]['id']}"}]
-    return resource
+    return _with_reasons(resource, spec, conditions)
 
 
 def build(vignette: dict) -> dict:

@@ -130,8 +130,8 @@ def test_rule_pages_show_worked_example_cards_and_no_template_syntax(served, bro
 
 
 def test_the_playground_shows_a_quote_marked_in_its_paragraph(served, browser):
-    # Not VIGNETTE: the tests above accept its card, and feedback suppresses that rule's card for
-    # the same patient and subject (every vignette is patient vp-1, Condition/cond-1).
+    # Another vignette than the tests above (the playground shows every card whatever its feedback,
+    # but a different record also checks the paragraph view on a second report).
     browser.get(served.url + "/")
     Select(browser.find_element(By.NAME, "service")).select_by_value("spine-coding-encounter-sign")
     Select(browser.find_element(By.NAME, "vignette")).select_by_value(
