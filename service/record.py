@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
+from .caches import BoundedCache
 from dataclasses import dataclass, field
 
 import orjson
@@ -225,28 +224,22 @@ class _ParseCache:
     """Parsed models by the content of the resource (EHRs send the same record at several hooks).
 
     Keyed by a digest of the resource's JSON, so any change in content is a new entry; bounded
-    LRU; the models are never mutated by the rules."""
+    by entries and by bytes (the JSON's size: a 5 MB report conclusion is charged 5 MB); the
+    models are never mutated by the rules."""
 
-    def __init__(self, size: int = 2048):
-        self.size = size
-        self._models: OrderedDict[bytes, object] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, size: int = 2048, max_bytes: int = 64 << 20):
+        self._models = BoundedCache(size, max_bytes)
 
-    def key(self, resource: dict) -> bytes:
-        return hashlib.blake2b(orjson.dumps(resource), digest_size=16).digest()
+    @staticmethod
+    def key(resource: dict) -> tuple[bytes, int]:
+        data = orjson.dumps(resource)
+        return hashlib.blake2b(data, digest_size=16).digest(), len(data)
 
-    def get(self, key: bytes):
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                self._models.move_to_end(key)
-            return model
+    def get(self, key: tuple[bytes, int]):
+        return self._models.get(key[0])
 
-    def put(self, key: bytes, model) -> None:
-        with self._lock:
-            self._models[key] = model
-            if len(self._models) > self.size:
-                self._models.popitem(last=False)
+    def put(self, key: tuple[bytes, int], model) -> None:
+        self._models.put(key[0], model, 2 * key[1] + 2048)
 
 
 _CACHE = _ParseCache()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from .levels import MULTIPLE, LevelMention, find_levels
 from .modifiers import ModifierLexicon, links
 from .sections import NO_SECTION, SectionKind, SectionLexicon
 from .sentences import LEVEL_LABEL, split
+from ..caches import BoundedCache
 from .spelling import SpellingLexicon
 
 # Where a finding's level is looked for: its own clause first (clauses end at these words).
@@ -113,7 +113,8 @@ class TextReader:
     section and its level line. Nothing is written anywhere."""
 
     def __init__(self, source_cache: int = 1024, sentence_cache: int = 20_000, max_text_chars: int = 200_000,
-                 max_record_chars: int = 1_000_000, max_sentence_chars: int = 1_500):
+                 max_record_chars: int = 1_000_000, max_sentence_chars: int = 1_500,
+                 source_cache_bytes: int = 32 << 20, sentence_cache_bytes: int = 32 << 20):
         self.concepts = ConceptLexicon()
         self.context = ContextLexicon()
         self.sections = SectionLexicon()
@@ -122,10 +123,10 @@ class TextReader:
         self.max_text_chars = max_text_chars
         self.max_record_chars = max_record_chars
         self.max_sentence_chars = max_sentence_chars
-        self._sources: OrderedDict[Source, tuple] = OrderedDict()
-        self._source_cache = source_cache
-        self._sentences: OrderedDict[tuple, tuple] = OrderedDict()
-        self._sentence_cache = sentence_cache
+        # Bounded by entries and by bytes (an estimate of the findings' quoted text): a worker sent
+        # hundreds of 5 MB notes keeps at most the budget, not every note.
+        self._sources = BoundedCache(source_cache, source_cache_bytes)
+        self._sentences = BoundedCache(sentence_cache, sentence_cache_bytes)
 
     # ------------------------------------------------------------------ a record
     def read_all(self, sources: list[Source], deadline=None) -> Reading:
@@ -140,7 +141,7 @@ class TextReader:
                 reading.count("record-text-not-read")
                 continue
             key = _source_key(source, self.max_text_chars)
-            cached = _lru_get(self._sources, key)
+            cached = self._sources.get(key)
             if cached is not None:
                 results[n] = cached
             else:
@@ -167,7 +168,7 @@ class TextReader:
             for (n, source, _, limits, key), text in zip(todo, normalized):
                 found = self._read_source(source, text, candidates, limits, deadline) if candidates else ()
                 results[n] = (found, tuple(limits.items()))
-                _lru_put(self._sources, key, results[n], self._source_cache)
+                self._sources.put(key, results[n], _findings_bytes(found))
         for n in sorted(results):
             found, limits = results[n]
             for name, count in limits:
@@ -238,11 +239,11 @@ class TextReader:
     def _analyse(self, sentence: str, matches: list[Target], section: SectionKind,
                  line_level: LevelMention | None) -> tuple:
         key = (sentence, section.name, line_level)
-        cached = _lru_get(self._sentences, key)
+        cached = self._sentences.get(key)
         if cached is not None:
             return cached
         analysed = self.analyse_sentence(sentence, matches, section, line_level)
-        _lru_put(self._sentences, key, analysed, self._sentence_cache)
+        self._sentences.put(key, analysed, 2 * len(sentence) + 160 * len(analysed) + 200)
         return analysed
 
     def analyse_sentence(self, sentence: str, matches: list[Target] | None = None,
@@ -331,23 +332,9 @@ def _source_key(source: Source, max_chars: int) -> tuple:
     return (source.reference, source.element, source.date, source.from_report, source.prior, digest)
 
 
-def _lru_get(cache: OrderedDict, key):
-    value = cache.get(key)
-    if value is not None:
-        try:
-            cache.move_to_end(key)
-        except KeyError:  # evicted meanwhile by another thread (development server)
-            pass
-    return value
-
-
-def _lru_put(cache: OrderedDict, key, value, size: int) -> None:
-    cache[key] = value
-    if len(cache) > size:
-        try:
-            cache.popitem(last=False)
-        except KeyError:
-            pass
+def _findings_bytes(found) -> int:
+    """What a source's cached findings hold, roughly: their quoted sentences and the tuples."""
+    return 200 + sum(400 + 2 * len(f.evidence.text) for f in found)
 
 
 def _drop_nested(targets: list[Target]) -> list[Target]:

@@ -71,10 +71,24 @@ def remove_condition(reference: str, code: str) -> Action:
     return Action("delete", f"Remove {reference} ({code})", resource_id=reference)
 
 
-def reason_of_order(facts: Findings, order_reference: str, new_code: str, terminology) -> Action:
-    """Update of the draft ServiceRequest with the supported diagnosis as its reason."""
+def reason_of_order(facts: Findings, order_reference: str, new_code: str, terminology,
+                    old_code: str | None = None) -> Action:
+    """Update of the draft ServiceRequest with the supported diagnosis as its reason: the reason
+    coded `old_code` is replaced, the order's other reasons (a symptom beside it) are kept."""
     resource = copy.deepcopy(facts.record.raw[order_reference])
-    resource["reasonCode"] = [{"coding": [coding(new_code, terminology)], "text": terminology.display(new_code)}]
+    concept = {"coding": [coding(new_code, terminology)], "text": terminology.display(new_code)}
+    reasons, replaced = [], False
+    for reason in resource.get("reasonCode") or []:
+        codes = {c.get("code") for c in (reason.get("coding") or []) if c.get("system") == ICD10CM}
+        if old_code is None or old_code in codes:
+            if not replaced:
+                reasons.append(concept)
+                replaced = True
+        else:
+            reasons.append(reason)
+    if not replaced:
+        reasons.append(concept)
+    resource["reasonCode"] = reasons
     return Action("update", f"Give {order_reference} the reason {new_code}", resource)
 
 

@@ -29,10 +29,11 @@ def ord_diagnosis(facts: Findings, ctx: RuleContext) -> list[Card]:
     members = ctx.value_sets.members
     cards = []
     for order, reason, target in order_fixes(facts, members):
-        actions = [reason_of_order(facts, order.reference, target, ctx.terminology)]
-        for condition in facts.conditions:
-            if condition.reference in order.reason_conditions and condition.code == reason \
-                    and condition.reference in facts.record.raw:
+        actions = [reason_of_order(facts, order.reference, target, ctx.terminology, old_code=reason)]
+        # The Conditions the order rests on: by reference, or carrying the reason's code (an order
+        # may give its reason by code only; the same diagnosis may sit on the problem list too).
+        for condition in facts.current(firm=False):
+            if condition.code == reason and condition.reference in facts.record.raw:
                 actions.append(recode_condition(facts, condition.reference, target, ctx.terminology))
         found = [f for f in slips(facts) if f.region == OAA] if target == "M43.11" else \
             [f for f in facts.of("radiculopathy") + facts.of("radicular-signs") if f.region == OAA]

@@ -55,6 +55,8 @@ def _spondylosis_reroute(facts: Findings):
     """Spondylosis that causes the C1-C2 radiculopathy: at C0-C2 itself, or linked to it by the note.
     Spondylosis elsewhere ("C5-C6: disc osteophyte complex", "multilevel spondylosis") is another
     condition: M47.21 is spondylosis *with* radiculopathy of the occipito-atlanto-axial region."""
+    if not (facts.of("radiculopathy") or [f for f in facts.of("radicular-signs") if f.specific]):
+        return None  # "no radiculopathy": there is nothing for a code "with radiculopathy" to say
     found = [f for f in facts.of("spondylosis")
              if (f.specific and f.region == OAA) or (_causes_radiculopathy(f) and f.region in (OAA, None))]
     return ("M47.21", found) if found else None
@@ -259,7 +261,9 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 @rule("RAD-CAUSE")
 def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
-    m54 = _m54_11(facts)
+    # M54.11 coded, or about to be: an M54.1- whose root the record places at C1-C2 (the
+    # specificity card recodes it; the cause is coded beside it either way).
+    m54 = _m54_11(facts) or ([c for c in _m54(facts)] if radiculopathy_region(facts) == OAA else [])
     if not m54:
         return []
     cards = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..cards import Card, Suggestion
+from ..cards import Action, Card, Suggestion
 from ..terminology import ICD10CM
 from .tables import TABLES
 
@@ -123,6 +123,7 @@ def resolve(candidates: list[Card], findings, context) -> list[Card]:
             conflicts.setdefault(id(winner), [winner]).append(claim)
         # else: a weaker card that would contradict a stronger one is not shown
 
+    shown = _one_card_per_code(shown, current)
     changed = {r: code for c in shown for r, code in c.changes.items()}
     proposed = {code for code in changed.values() if code not in ("delete", "update", UNDECIDED)}
 
@@ -141,6 +142,34 @@ def resolve(candidates: list[Card], findings, context) -> list[Card]:
             card = _conflict(conflicts[id(claim)], findings, context)
         out.append(card)
     return _merge_repeats(sorted(out, key=lambda c: (c.rule, c.variant or "", c.subject or "")))
+
+
+def _one_card_per_code(shown: list[_Candidate], current: dict[str, str]) -> list[_Candidate]:
+    """Two cards (of different rules or variants) that would each turn a different Condition into
+    the same code (G54.2 and M54.11 both coded for one occipital neuralgia → M54.81 twice) are one
+    card: the stronger keeps its recode, and the other Condition is removed in the same
+    suggestion, so that accepting it leaves the code on the record once."""
+    out: list[_Candidate] = []
+    by_code: dict[str, _Candidate] = {}
+    for claim in shown:
+        targets = {r: code for r, code in claim.changes.items()
+                   if r.startswith("Condition/") and code not in ("delete", "update", UNDECIDED)}
+        if len(targets) != 1 or len(claim.card.suggestions) != 1:
+            out.append(claim)
+            continue
+        (reference, code), = targets.items()
+        first = by_code.get(code)
+        if first is None or first.card.rule == claim.card.rule and first.card.variant == claim.card.variant:
+            by_code.setdefault(code, claim)
+            out.append(claim)
+            continue
+        first.card.suggestions[0].actions.append(
+            Action("delete", f"Remove {reference} ({current.get(reference, '')}): it is the same diagnosis",
+                   resource_id=reference))
+        first.card.evidence.extend(e for e in claim.card.evidence if e not in first.card.evidence)
+        first.card.current_codes.extend(c for c in claim.card.current_codes if c not in first.card.current_codes)
+        first.changes[reference] = "delete"
+    return out
 
 
 def _reproposes(claim: _Candidate, current: dict[str, str], coded: set[str]) -> bool:

@@ -369,45 +369,60 @@ def _unrelated_to_q76(facts: Findings, m43) -> bool:
     return bool(elsewhere)
 
 
+def _removals(conditions) -> list:
+    return [remove_condition(c.reference, c.code) for c in conditions]
+
+
 @rule("SPL-EXCLUDES")
 def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
+    """One card per pair of distinct codes (150 Conditions coded M43.11 beside 150 coded Q76.2
+    are one pair, not 22,500), whose suggestions remove every Condition of the code let go."""
     if not _m43(facts) or not (facts.coded_with("Q76.2") or _acute_s_code(facts)):
         return []
     cards = []
     congenital, acquired = congenital_slip(facts), acquired_slip(facts)
-    for m43 in _m43(facts):
-        for other in facts.coded_with("Q76.2"):
+    q76 = facts.coded_with("Q76.2")
+    by_code: dict[str, list] = {}
+    for c in _m43(facts):
+        by_code.setdefault(c.code, []).append(c)
+    for code, m43s in by_code.items():
+        m43 = m43s[0]
+        if q76:
+            other = q76[0]
             if _unrelated_to_q76(facts, m43):
                 # A congenital condition at one level and an acquired slip at another are unrelated
                 # conditions: guideline I.A.12.a lets both codes stand.
                 cards.append(Card(rule="SPL-EXCLUDES", variant="unrelated", subject=m43.reference, keeps=True,
-                                  suggestions=[Suggestion("keep_both", [remove_condition(m43.reference, m43.code),
-                                                                        remove_condition(other.reference, "Q76.2")])]))
-                continue
-            keep_congenital = bool(congenital) and not acquired
-            keep_acquired = bool(acquired) and not congenital
-            suggestions = []
-            if not keep_acquired:
-                suggestions.append(Suggestion("keep_congenital", [remove_condition(m43.reference, m43.code)],
-                                              {"removed": m43.code, "kept": "Q76.2"}, is_recommended=keep_congenital))
-            if not keep_congenital:
-                suggestions.append(Suggestion("keep_acquired", [remove_condition(other.reference, "Q76.2")],
-                                              {"removed": "Q76.2", "kept": m43.code}, is_recommended=keep_acquired))
-            notes = [n.note for n in ctx.terminology.excludes1_between(m43.code, "Q76.2")]
-            cards.append(Card(
-                rule="SPL-EXCLUDES", values={"current": m43.code, "other": "Q76.2", "notes": notes},
-                current_codes=[m43.code, "Q76.2"], evidence=[m43.evidence(), other.evidence()]
-                + evidence_of(congenital or acquired, 2),
-                suggestions=suggestions, subject=m43.reference,
-            ))
-        for acute in _acute_s_code(facts) if m43.code in UPPER else ():
-            cards.append(Card(
-                rule="SPL-EXCLUDES", variant="acute-injury",
-                values={"current": m43.code, "other": acute.code, "other_display": ctx.terminology.display(acute.code),
-                        "notes": []},
-                current_codes=[m43.code, acute.code], evidence=[m43.evidence(), acute.evidence()],
-                suggestions=[Suggestion("keep_injury", [remove_condition(m43.reference, m43.code)],
-                                        {"removed": m43.code, "kept": acute.code}, is_recommended=True)],
-                subject=m43.reference,
-            ))
+                                  suggestions=[Suggestion("keep_both", _removals(m43s) + _removals(q76))]))
+            else:
+                keep_congenital = bool(congenital) and not acquired
+                keep_acquired = bool(acquired) and not congenital
+                suggestions = []
+                if not keep_acquired:
+                    suggestions.append(Suggestion("keep_congenital", _removals(m43s),
+                                                  {"removed": code, "kept": "Q76.2"}, is_recommended=keep_congenital))
+                if not keep_congenital:
+                    suggestions.append(Suggestion("keep_acquired", _removals(q76),
+                                                  {"removed": "Q76.2", "kept": code}, is_recommended=keep_acquired))
+                notes = [n.note for n in ctx.terminology.excludes1_between(code, "Q76.2")]
+                cards.append(Card(
+                    rule="SPL-EXCLUDES", values={"current": code, "other": "Q76.2", "notes": notes},
+                    current_codes=[code, "Q76.2"], evidence=[m43.evidence(), other.evidence()]
+                    + evidence_of(congenital or acquired, 2),
+                    suggestions=suggestions, subject=m43.reference,
+                ))
+        if code in UPPER:
+            acute_by_code: dict[str, list] = {}
+            for acute in _acute_s_code(facts):
+                acute_by_code.setdefault(acute.code, []).append(acute)
+            for acute_code, acutes in acute_by_code.items():
+                cards.append(Card(
+                    rule="SPL-EXCLUDES", variant="acute-injury",
+                    values={"current": code, "other": acute_code,
+                            "other_display": ctx.terminology.display(acute_code), "notes": []},
+                    current_codes=[code, acute_code], evidence=[m43.evidence(), acutes[0].evidence()],
+                    suggestions=[Suggestion("keep_injury", _removals(m43s),
+                                            {"removed": code, "kept": acute_code}, is_recommended=True)],
+                    subject=m43.reference,
+                ))
     return cards
