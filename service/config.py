@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import urls
+
 PREFIX = "SPINE_CDS_"
 
 
@@ -86,6 +88,15 @@ class Settings:
         metadata={"help": "browser origins allowed to call (comma separated; * for any)"},
     )
     max_body_bytes: int = field(default=10 * 1024 * 1024, metadata={"help": "largest request body accepted"})
+    header_timeout: float = field(
+        default=10.0, metadata={"help": "seconds a connection has to send its request line and headers (and "
+                                        "longest idle wait between kept-alive requests); past it: closed"})
+    body_timeout: float = field(
+        default=30.0, metadata={"help": "seconds a request has to send its whole body; past it: 408, closed"})
+    send_timeout: float = field(
+        default=60.0, metadata={"help": "seconds a client may leave one write of the answer unread; past it: closed"})
+    max_cards: int = field(default=12, metadata={
+        "help": "most cards in one answer: the rest are summarised in one last card (critical first)"})
     fhir_allowlist: tuple[str, ...] = field(
         default=(),
         metadata={"help": "FHIR server base URLs we may fetch from (comma separated); empty = never fetch"},
@@ -113,6 +124,25 @@ class Settings:
                           "resource ids in the suppression records, 32 characters or more; empty = a random key "
                           "generated once and kept in the database"},
     )
+    database_timeout: float = field(
+        default=2.0,
+        metadata={"help": "longest wait on the database for one statement, lock or connection, seconds (SQLite "
+                          "busy_timeout; PostgreSQL statement_timeout, lock_timeout, connect_timeout); on a hook "
+                          "call's path at most a quarter of SPINE_CDS_HOOK_DEADLINE"},
+    )
+    write_queue_rows: int = field(
+        default=10_000,
+        metadata={"help": "issued-card and timeout records a worker keeps in memory while the database cannot "
+                          "take them (retried; beyond it the oldest are dropped, counted in /healthz and /stats)"},
+    )
+    retention_days: int = field(
+        default=400,
+        metadata={"help": "days issued cards, feedback, suppressions and hook timeouts are kept (purged by "
+                          "`spine-cds purge` and once a day by the served instance); 0 = kept forever"},
+    )
+    feedback_max_items: int = field(default=100, metadata={"help": "most feedback items in one request"})
+    feedback_max_comment: int = field(
+        default=2000, metadata={"help": "longest overrideReason.userComment accepted, characters"})
 
     # ----------------------------------------------------------------- derived
     @property
@@ -196,18 +226,28 @@ class Settings:
             if issuer.jwks_file and not Path(issuer.jwks_file).is_file():
                 problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: no file {issuer.jwks_file}")
             for url in issuer.jku:
-                if urlsplit(url).scheme not in ("http", "https"):
-                    problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: jku {url!r} is not an http(s) URL")
+                try:
+                    urls.canonical(url)
+                except urls.UnsafeUrl as exc:
+                    problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: jku {url!r} is not an "
+                                    f"http(s) URL ({exc})")
         for url in self.fhir_allowlist:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(f"{PREFIX}FHIR_ALLOWLIST: {url!r} is not an http(s) base URL")
-        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline"):
+            try:
+                urls.base(url)
+            except urls.UnsafeUrl as exc:
+                problems.append(f"{PREFIX}FHIR_ALLOWLIST: {url!r} is not an http(s) base URL ({exc})")
+        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "header_timeout",
+                     "body_timeout", "send_timeout"):
             if getattr(self, name) <= 0:
                 problems.append(f"{PREFIX}{name.upper()}: must be positive")
-        for name in ("max_body_bytes", "fhir_max_pages", "fhir_max_bytes", "jwt_max_lifetime"):
+        for name in ("max_body_bytes", "fhir_max_pages", "fhir_max_bytes", "jwt_max_lifetime", "max_cards"):
             if getattr(self, name) <= 0:
                 problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        for name in ("database_timeout", "write_queue_rows", "feedback_max_items", "feedback_max_comment"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        if self.retention_days < 0:
+            problems.append(f"{PREFIX}RETENTION_DAYS: must be 0 (keep forever) or more")
         try:
             parse_suppression_window(self.suppression_window)
         except ValueError as exc:
@@ -244,6 +284,10 @@ class Settings:
         out["database"] = _redact_url(self.sqlalchemy_url)
         out.pop("database_url", None)
         out["authentication"] = "JWT" if self.auth_enabled else "OFF (open, development only)"
+        out["playground_access"] = (
+            "open to anyone who reaches the service (authentication is off)" if not self.auth_enabled
+            else "on, for callers with a valid bearer JWT only (401 without one)" if self.playground
+            else "off (404); SPINE_CDS_PLAYGROUND=true turns it on for callers with a valid bearer JWT")
         return out
 
 

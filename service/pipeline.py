@@ -13,7 +13,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
 from .hook_request import parse_hook_request
 from .record import build_record
-from .rules import RuleContext, evaluate
+from .rules import RuleContext, describe_rule_limits, evaluate
 from .services import CdsService
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
                      request.hook_instance, service.id, deadline.elapsed_ms())
             raise
         findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
-        context = RuleContext(runtime.terminology, runtime.value_sets, service.hook)
+        context = RuleContext(runtime.terminology, runtime.value_sets, service.hook, runtime.settings.max_cards)
         issued = evaluate(findings, context, deadline)  # list[Card], one decision per subject
         cards = [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in issued]
     except DeadlineExceeded:
@@ -59,13 +59,17 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
         shown, suppressed = suppression.screen(runtime, record, live, keys)
     else:
         shown, suppressed = [c for _, c in live], []
-    if cards:
-        def write_issued() -> None:
-            store, args = runtime.store, (service.id, service.hook, request.hook_instance)
+    # After the answer: the issued cards are written within the hook-path database timeout, else kept
+    # in the store's bounded queue and retried (service/store.py); never raised, never waited on. Then
+    # the scheduled purge, at most once a day (Store.maintain: a flag for the writer thread).
+    def write_issued() -> None:
+        store, args = runtime.store, (service.id, service.hook, request.hook_instance)
+        if cards:
             store.record_issued(*args, shown, key, keys=keys)
             store.record_issued(*args, silent, key, silent=True, keys=keys)
             store.record_issued(*args, suppressed, key, suppressed=True, keys=keys)
-        (defer or (lambda fn: fn()))(write_issued)
+        store.maintain()
+    (defer or (lambda fn: fn()))(write_issued)
     if suppressed:
         log.info("hookInstance=%s service=%s suppressed=%d (feedback already given within the window)",
                  request.hook_instance, service.id, len(suppressed))
@@ -73,7 +77,7 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     response: dict = {"cards": cards}
     degraded = _degraded(record)
     if findings.limits:
-        degraded["limits"] = runtime.reader.describe_limits(findings.limits)
+        degraded["limits"] = runtime.reader.describe_limits(findings.limits) + describe_rule_limits(findings.limits)
     if degraded:
         response["extension"] = {runtime.catalogue.contract["extension_key"]: degraded}
     log.info(
@@ -85,7 +89,7 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
         ",".join(record.unavailable) or "-", deadline.elapsed_ms(),
     )
     for problem in record.skipped:
-        log.info("hookInstance=%s skipped %s: %s", request.hook_instance, problem.reference, problem.problem)
+        log.info("hookInstance=%s skipped %s: %s", request.hook_instance, problem.reference, problem.logged)
     return response
 
 

@@ -233,3 +233,81 @@ def test_order_scope_is_the_spine_orders_and_their_reasons():
     assert order_scope(facts, _ValueSets()) == {"ServiceRequest/mri", "Condition/c1"}
     facts.orders = [_order("ServiceRequest/pt", ["97110"], ["M43.10"], ["Condition/c2"])]
     assert order_scope(facts, _ValueSets()) == {"ServiceRequest/pt", "Condition/c2"}
+
+
+# ------------------------------------------------------------------ the cap
+def test_past_the_cap_the_strongest_cards_are_shown_and_one_card_names_the_rest():
+    from service.rules.resolve import MORE_RULE, cap
+
+    cards = [_query("SPL-DOCS", f"Condition/d{n}", "M43.11") for n in range(5)]
+    cards += [_recode("SPL-TRAUMA", "Condition/t1", "S12.112A"), _recode("SPL-SPECIFICITY", "Condition/s1", "M43.11")]
+    shown = cap(cards, SimpleNamespace(max_cards=4))
+    assert len(shown) == 4 and shown[-1].rule == MORE_RULE
+    assert {c.rule for c in shown[:-1]} >= {"SPL-TRAUMA", "SPL-SPECIFICITY"}  # strongest kept
+    assert shown[-1].values["count"] == 4 and dict(shown[-1].values["rules"]) == {"SPL-DOCS": 4}
+    assert cap(cards, SimpleNamespace(max_cards=7)) == cards
+
+
+def _many_conditions(codes):
+    body = json.loads((FIXTURES / "vignettes" / "spl-specificity-fires-m43.10-c1-on-c2.json").read_text())
+    template = body["prefetch"]["conditions"]["entry"][0]["resource"]
+    entries = []
+    for n, code in enumerate(codes):
+        resource = json.loads(json.dumps(template))
+        resource["id"] = f"many-{n}"
+        resource["code"] = {"coding": [{"system": ICD10CM, "code": code}]}
+        entries.append({"resource": resource})
+    body["prefetch"]["conditions"]["entry"] = entries
+    return body
+
+
+def test_an_exploding_record_answers_fast_with_a_bounded_answer():
+    import time
+
+    from service.app import create_app
+
+    app = create_app()
+    client = app.test_client()
+    body = _many_conditions(["M43.11", "Q76.2"] * 150)  # was 22,500 cards and 61 MB
+    client.post("/cds-services/spine-coding-encounter-sign", json=body)  # warm
+    started = time.perf_counter()
+    response = client.post("/cds-services/spine-coding-encounter-sign", json=body)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200
+    cards = response.get_json()["cards"]
+    assert len(cards) <= 12 and len(response.data) < 200_000
+    assert elapsed < 1.0, elapsed
+    rules = [c["extension"][KEY]["rule"] for c in cards]
+    assert rules.count("SPL-EXCLUDES") == 1  # one pair of codes, one card, removing every copy
+    for suggestion in cards[rules.index("SPL-EXCLUDES")]["suggestions"]:
+        assert len(suggestion["actions"]) == 150  # every copy of the code let go
+
+
+def test_the_card_cap_is_a_setting_and_the_summary_card_keeps_the_contract():
+    from service.app import create_app
+    from service.cards import CardCatalogue, contract_problems
+
+    app = create_app({"max_cards": 3})
+    client = app.test_client()
+    body = _many_conditions(["M43.10", "M43.1", "M54.1", "M54.19", "S12.110", "G54.2", "M54.11", "M79.2", "Q76.2"])
+    cards = client.post("/cds-services/spine-coding-encounter-sign", json=body).get_json()["cards"]
+    assert len(cards) == 3
+    last = cards[-1]
+    assert last["extension"][KEY]["rule"] == "RESOLVE-MORE" and last["indicator"] == "info"
+    assert "more coding cards" in last["summary"]
+    assert contract_problems(last, CardCatalogue()) == []
+
+
+def test_excludes1_compares_a_bounded_number_of_codes_and_says_so():
+    import simple_icd_10_cm as cm
+
+    from service.app import create_app
+    from service.rules.tabular import MAX_COMPARED
+
+    codes = [c for c in cm.get_descendants("M50-M54") if cm.is_leaf(c)][:MAX_COMPARED + 10]
+    client = create_app({"max_cards": 5}).test_client()
+    answer = client.post("/cds-services/spine-coding-encounter-sign", json=_many_conditions(codes)).get_json()
+    limits = {entry["limit"]: entry for entry in answer["extension"][KEY]["limits"]}
+    assert limits["excludes1-codes-not-compared"]["count"] == 10
+    assert limits["excludes1-codes-not-compared"]["max"] == MAX_COMPARED
+    assert len(answer["cards"]) <= 5

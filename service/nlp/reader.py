@@ -183,6 +183,8 @@ class TextReader:
                 "record-text-not-read": ("a record's texts are read up to", self.max_record_chars)}
         out = []
         for name, count in sorted(limits.items()):
+            if name not in caps:
+                continue  # a cap of another step (the rules'): it describes itself
             what, value = caps[name]
             out.append({"limit": name, "count": count, "maxCharacters": value,
                         "description": f"{what} {value} characters"})

@@ -23,6 +23,7 @@ class RuleContext:
     terminology: object
     value_sets: object
     hook: str
+    max_cards: int = 12  # SPINE_CDS_MAX_CARDS: the rest are summarised in one card
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
     checked between rules: DeadlineExceeded when it is spent), then one arbitration
     (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
     from .queries import as_queries
-    from .resolve import in_scope, order_scope, resolve
+    from .resolve import cap, in_scope, order_scope, resolve
 
     scope = None
     if context.hook == "order-sign":
@@ -71,7 +72,22 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
     shown = resolve(candidates, findings, context)
     if scope is not None:
         shown = [card for card in shown if in_scope(card, scope)]
-    return as_queries(shown, findings, context)
+    return cap(as_queries(shown, findings, context), context)
+
+
+# Caps the rules apply, reported in the answer's extension like the reader's (no content, counts).
+RULE_LIMITS = {
+    "excludes1-codes-not-compared": "TAB-EXCLUDES1 compares the first {value} distinct codes of a record, spine codes first",
+}
+
+
+def describe_rule_limits(limits: dict[str, int]) -> list[dict]:
+    from .tabular import MAX_COMPARED
+
+    values = {"excludes1-codes-not-compared": MAX_COMPARED}
+    return [{"limit": name, "count": count, "max": values[name],
+             "description": RULE_LIMITS[name].format(value=values[name])}
+            for name, count in sorted(limits.items()) if name in RULE_LIMITS]
 
 
 def load_rules() -> dict[str, Rule]:

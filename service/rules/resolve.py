@@ -32,8 +32,9 @@ from ..terminology import ICD10CM
 from .tables import TABLES
 
 CONFLICT_RULE = "RESOLVE-CONFLICT"
+MORE_RULE = "RESOLVE-MORE"
 UNDECIDED = "delete?"  # one of several options, none recommended
-MADE_HERE = (CONFLICT_RULE,)  # card templates of cards/ produced by the resolver, not by a rule
+MADE_HERE = (CONFLICT_RULE, MORE_RULE)  # card templates of cards/ produced by the resolver, not by a rule
 
 
 @dataclass
@@ -249,3 +250,20 @@ def order_scope(findings, value_sets) -> set[str]:
 def in_scope(card: Card, scope: set[str]) -> bool:
     claim = _read(card)
     return bool(({card.subject} | set(claim.changes)) & scope)
+
+
+# ------------------------------------------------------------------ the cap
+
+def cap(cards: list[Card], context) -> list[Card]:
+    """At most `context.max_cards` cards: the strongest first; the rest are named in one last card
+    (rule and count), so an exploding record answers in bounded size and nothing is silently lost."""
+    limit = max(1, context.max_cards)
+    if len(cards) <= limit:
+        return cards
+    ranked = sorted(cards, key=lambda c: (-TABLES.strength(c.rule, c.variant), c.rule))
+    kept, rest = ranked[:limit - 1], ranked[limit - 1:]
+    counts: dict[str, int] = {}
+    for card in rest:
+        counts[card.rule] = counts.get(card.rule, 0) + 1
+    more = Card(rule=MORE_RULE, values={"count": len(rest), "rules": sorted(counts.items()), "limit": limit})
+    return sorted(kept, key=lambda c: (c.rule, c.variant or "", c.subject or "")) + [more]

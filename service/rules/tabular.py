@@ -13,6 +13,9 @@ from itertools import combinations
 from ..cards import Card, Suggestion
 from ..findings import Findings
 from . import RuleContext, rule
+from .tables import TABLES
+
+MAX_COMPARED = 60
 from .common import REGION_DIGIT, radiculopathy_region, recode_card, remove_condition, slip_region
 
 @rule("TAB-HEADER")
@@ -53,7 +56,14 @@ def tab_excludes1(facts: Findings, ctx: RuleContext) -> list[Card]:
     for condition in facts.current():
         if ctx.terminology.exists(condition.code):
             first_of_code.setdefault(condition.code, condition)  # a code coded twice is one code
-    for a, b in combinations(first_of_code.values(), 2):
+    # The first MAX_COMPARED distinct codes, spine codes first, so a hostile record of thousands of
+    # codes costs a bounded number of pairs (the cap is reported in the answer). Pairs the family
+    # rules judge unrelated (I.A.12.a) are left out by the arbitration (`keeps`).
+    ordered = sorted(first_of_code.values(), key=lambda c: not TABLES.is_spine_reason(c.code))
+    if len(ordered) > MAX_COMPARED:
+        facts.limits["excludes1-codes-not-compared"] = len(ordered) - MAX_COMPARED
+        ordered = ordered[:MAX_COMPARED]
+    for a, b in combinations(ordered, 2):
         notes = ctx.terminology.excludes1_between(a.code, b.code)
         if not notes:
             continue
