@@ -3,8 +3,9 @@
 Checks, in order: a Bearer token of sane size; header `typ` JWT, `kid`, `alg` in the allowlist
 (never none or HMAC); `iss` trusted; the key from the issuer's JWK Set (a configured file, or a
 `jku` on that issuer's allowlist, cached and refetched once on an unknown `kid`); the
-signature; `aud` equal to the endpoint's public URL; `exp`/`iat` with skew and a maximum
-lifetime; `tenant` when the issuer lists tenants; `jti` never seen before (database, shared by
+signature; `aud` equal to the endpoint's public URL; `exp`/`iat` (and `nbf` when present) finite
+NumericDates (RFC 7519 §2: numbers, fractions allowed; never NaN, Infinity, strings or booleans)
+checked with skew and a maximum lifetime; `tenant` when the issuer lists tenants; `jti` never seen before (database, shared by
 all workers). Any failure is a bare 401: the reason goes to the log (never the token), not to
 the caller.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -19,12 +21,15 @@ from datetime import datetime, timezone
 import jwt
 import requests
 
+from . import urls
 from .config import Settings, TrustedIssuer
 
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8192
 MAX_JWKS_BYTES = 256 * 1024
+# Seconds since 1970 beyond which a NumericDate is nonsense (year 5138): keeps the arithmetic finite.
+MAX_NUMERIC_DATE = 10 ** 11
 
 
 class Unauthorized(Exception):
@@ -139,45 +144,74 @@ class TokenVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise Unauthorized("jti invalid")
-        expires = datetime.fromtimestamp(int(claims["exp"]) + self.skew, tz=timezone.utc)
-        if not self.replay_store.remember_token(issuer.iss, jti, expires):
+        expires = datetime.fromtimestamp(math.ceil(claims["exp"]) + self.skew, tz=timezone.utc)
+        # Fails closed: when the database cannot say whether this jti was seen, the store raises
+        # DatabaseUnavailable, a 503 OperationOutcome that says so (never accepted, never a 500).
+        try:
+            first_use = self.replay_store.remember_token(issuer.iss, jti, expires)
+        except Exception as exc:
+            from .store import DatabaseUnavailable
+            if not isinstance(exc, DatabaseUnavailable):
+                log.error("JWT replay check failed (%s): refused with 503", type(exc).__name__)
+                raise DatabaseUnavailable(
+                    "the request was refused: its JWT id (jti) could not be checked against replays") from None
+            raise
+        if not first_use:
             raise Unauthorized("jti replayed")
         return claims
 
     def _check_times(self, claims: dict) -> None:
+        """pyjwt's own checks are off: they let `iat: NaN` through and raise OverflowError (a
+        500) on `exp: Infinity` or a 400-digit integer."""
         now = self.clock()
-        exp, iat = claims.get("exp"), claims.get("iat")
-        for name, value in (("exp", exp), ("iat", iat)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise Unauthorized(f"{name} is not a number")
+        exp, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "iat")
+        nbf = _numeric_date(claims, "nbf") if "nbf" in claims else None
         if exp < now - self.skew:
             raise Unauthorized("token expired")
         if iat > now + self.skew:
             raise Unauthorized("token issued in the future")
+        if nbf is not None and nbf > now + self.skew:
+            raise Unauthorized("token not yet valid (nbf)")
         if exp - iat > self.max_lifetime:
             raise Unauthorized("token lifetime too long")
 
     def _key(self, issuer: TrustedIssuer, header: dict, kid: str, alg: str):
         jku = header.get("jku")
-        if issuer.iss in self._file_keys:
-            if jku is not None and jku not in issuer.jku:
+        if jku is not None:
+            # Compared in canonical form (service/urls.py), and the configured URL is fetched:
+            # `https://ehr/jwks/../evil` or `https://u@ehr/jwks` is not `https://ehr/jwks`.
+            try:
+                allowed = {urls.canonical(u): urls.canonical(u) for u in issuer.jku}
+                url = allowed.get(urls.canonical(jku)) if isinstance(jku, str) else None
+            except urls.UnsafeUrl:
+                url = None
+            if url is None:
                 raise Unauthorized("jku not on the issuer's allowlist")
+        if issuer.iss in self._file_keys:
             key = _find_key(self._file_keys[issuer.iss], kid, alg)
             if key is None:
                 raise Unauthorized("unknown kid")
             return key
         if jku is None:
-            url = issuer.jku[0]
-        elif jku in issuer.jku:
-            url = jku
-        else:
-            raise Unauthorized("jku not on the issuer's allowlist")
+            url = urls.canonical(issuer.jku[0])
         key = _find_key(self.jwks.key_set(url), kid, alg)
         if key is None:  # the client may have rotated its keys: refetch once
             key = _find_key(self.jwks.key_set(url, force=True), kid, alg)
         if key is None:
             raise Unauthorized("unknown kid")
         return key
+
+
+def _numeric_date(claims: dict, name: str) -> float:
+    """A claim that must be an RFC 7519 NumericDate: a finite JSON number within reason."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Unauthorized(f"{name} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Unauthorized(f"{name} is not a finite number")
+    if abs(value) > MAX_NUMERIC_DATE:
+        raise Unauthorized(f"{name} is out of range")
+    return float(value)
 
 
 def _find_key(key_set: dict, kid: str, alg: str):

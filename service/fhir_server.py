@@ -2,7 +2,10 @@
 
 Only servers on the configured allowlist are contacted (SSRF), with short connect and read
 timeouts inside the hook call's deadline, a bounded number of pages and bytes, and no
-redirects. The access token goes in the Authorization header and nowhere else.
+redirects. The access token goes in the Authorization header and nowhere else, and only to a
+URL under the fhirServer's base, itself under an allowed base, both compared in the canonical
+form of service/urls.py (dot segments, percent-encodings, userinfo, ports). The check is made on
+the URL exactly as requests prepared it for the wire.
 """
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import base64
 import binascii
 import json
 import logging
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
+from . import urls
 from .deadline import Deadline
 from .hook_request import FhirAccess
 
@@ -30,18 +34,12 @@ class FhirUnavailable(Exception):
         super().__init__(reason)
 
 
-def _normalise_base(url: str) -> str:
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/") + "/"
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
-
-
 class FhirServerPolicy:
     """Which servers may be read, and the limits every read keeps."""
 
     def __init__(self, allowlist, connect_timeout: float, read_timeout: float,
                  max_pages: int, max_bytes: int):
-        self.allowlist = tuple(_normalise_base(u) for u in allowlist)
+        self.allowlist = tuple(urls.base(u) for u in allowlist)  # UnsafeUrl: the settings check it
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_pages = max_pages
@@ -51,7 +49,7 @@ class FhirServerPolicy:
         self._session.trust_env = False
 
     def allows(self, server: str | None) -> bool:
-        return bool(server) and _normalise_base(server).startswith(self.allowlist) if self.allowlist else False
+        return bool(server) and bool(self.allowlist) and urls.is_under(server, self.allowlist)
 
     def reader(self, access: FhirAccess, deadline: Deadline) -> "FhirReader | None":
         if not self.allows(access.server):
@@ -65,7 +63,7 @@ class FhirReader:
     def __init__(self, policy: FhirServerPolicy, access: FhirAccess, deadline: Deadline):
         self.policy = policy
         self.access = access
-        self.base = _normalise_base(access.server)
+        self.base = urls.base(access.server)  # allowed, so canonical
         self.deadline = deadline
         self.bytes_read = 0
 
@@ -111,8 +109,13 @@ class FhirReader:
 
     # ----------------------------------------------------------------- private
     def _resolve(self, url: str) -> str:
-        absolute = urljoin(self.base, url)
-        if not _normalise_base(absolute).startswith(self.base):
+        """`url` (relative to the base, or absolute) in canonical form, when under the base."""
+        try:
+            urls.check_characters(url)  # before urljoin, which reads a backslash its own way
+            absolute = urls.canonical(urljoin(self.base, url))
+        except urls.UnsafeUrl as exc:
+            raise FhirUnavailable(f"a URL outside the FHIR server was refused ({exc})") from None
+        if not urls.is_under(absolute, (self.base,)):
             raise FhirUnavailable("a URL outside the FHIR server was refused")
         return absolute
 
@@ -121,10 +124,15 @@ class FhirReader:
         if remaining <= 0:
             raise FhirUnavailable("deadline reached")
         budget = self.policy.max_bytes - self.bytes_read
+        session = self.policy._session
+        prepared = session.prepare_request(
+            requests.Request("GET", url, headers={"Accept": FHIR_JSON, **self.access.headers}))
+        # What goes on the wire is what was checked: requests re-quotes, so check its URL again.
+        if prepared.url != url or not urls.is_under(prepared.url, (self.base,)):
+            raise FhirUnavailable("a URL outside the FHIR server was refused")
         try:
-            with self.policy._session.get(
-                url,
-                headers={"Accept": FHIR_JSON, **self.access.headers},
+            with session.send(
+                prepared,
                 timeout=(min(self.policy.connect_timeout, remaining), min(self.policy.read_timeout, remaining)),
                 allow_redirects=False,
                 stream=True,

@@ -198,6 +198,25 @@ FORGERIES = {
     "no aud": lambda e: e.token(aud=None),
     "no iss": lambda e: e.token(iss=None),
     "string exp": lambda e: e.token(exp="tomorrow"),
+    # NumericDates that are not finite numbers (issue 11): NaN skipped every comparison, Infinity
+    # and a 400-digit integer overflowed into a 500.
+    "iat NaN": lambda e: e.token(iat=float("nan")),
+    "exp NaN": lambda e: e.token(exp=float("nan")),
+    "nbf NaN": lambda e: e.token(nbf=float("nan")),
+    "exp Infinity": lambda e: e.token(exp=float("inf")),
+    "iat -Infinity": lambda e: e.token(iat=float("-inf")),
+    "nbf -Infinity": lambda e: e.token(nbf=float("-inf")),
+    "exp a 400-digit integer": lambda e: e.token(exp=10 ** 400),
+    "iat a 400-digit negative integer": lambda e: e.token(iat=-10 ** 400),
+    "exp 1e308": lambda e: e.token(exp=1e308, iat=1e308 - 100),
+    "exp true": lambda e: e.token(exp=True),
+    "iat false": lambda e: e.token(iat=False),
+    "nbf true": lambda e: e.token(nbf=True),
+    "iat string": lambda e: e.token(iat=str(int(time.time()))),
+    "nbf string": lambda e: e.token(nbf=str(int(time.time()))),
+    "exp object": lambda e: e.token(exp={"$date": int(time.time()) + 60}),
+    "nbf list": lambda e: e.token(nbf=[int(time.time())]),
+    "nbf in the future": lambda e: e.token(nbf=int(time.time()) + 600),
     "garbage": lambda e: "not.a.token",
     "oversized": lambda e: e.token(padding="x" * 20000),
     "kid injection": lambda e: e.token(kid="../../../../etc/passwd' OR 1=1 --"),
@@ -213,6 +232,46 @@ def test_forged_tokens_are_refused_with_a_bare_401(secured, ehr, name, caplog):
     assert response.get_json() == {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "login", "diagnostics": "unauthorized"}]}
     assert token not in caplog.text  # the reason is logged, never the token
+
+
+NUMERIC_DATE_REASONS = {
+    "iat NaN": "iat is not a finite number", "exp NaN": "exp is not a finite number",
+    "nbf NaN": "nbf is not a finite number", "exp Infinity": "exp is not a finite number",
+    "exp a 400-digit integer": "exp is out of range", "exp true": "exp is not a number",
+    "nbf string": "nbf is not a number", "nbf in the future": "not yet valid (nbf)",
+}
+
+
+@pytest.mark.parametrize("name", list(NUMERIC_DATE_REASONS))
+def test_time_claims_are_refused_for_the_right_reason(secured, ehr, name, caplog):
+    """Refused by the time checks (the log says which), not by accident further on."""
+    with caplog.at_level(logging.WARNING, logger="service.auth"):
+        assert _get(secured(), FORGERIES[name](ehr)).status_code == 401
+    assert NUMERIC_DATE_REASONS[name] in caplog.text
+
+
+@pytest.mark.parametrize("claims", [
+    {"exp": time.time() + 300.5, "iat": time.time() - 0.25},  # RFC 7519: a NumericDate may be fractional
+    {"nbf": int(time.time()) - 60},
+    {"nbf": time.time() + 10.5},  # within the clock skew
+    {"nbf": int(time.time()), "exp": int(time.time()) + 60},
+])
+def test_finite_numeric_dates_and_a_past_nbf_are_accepted(secured, ehr, claims):
+    assert _get(secured(), ehr.token(**claims)).status_code == 200
+
+
+def test_nbf_is_honoured_with_the_clock_skew(tmp_path, ehr):
+    (tmp_path / "k.json").write_text(json.dumps(ehr.jwks))
+    settings = Settings.from_mapping({"trusted_issuers": [{"iss": ISS, "jwks_file": str(tmp_path / "k.json")}],
+                                      "public_base_url": BASE, "jwt_clock_skew": 30})
+    store = Store(f"sqlite:///{tmp_path / 'replay.sqlite3'}")
+    store.create_schema()
+    now = 1_800_000_000
+    verifier = TokenVerifier(settings, store, clock=lambda: now)
+    token = lambda nbf: f"Bearer {ehr.token(iat=now, exp=now + 300, nbf=nbf)}"  # noqa: E731
+    assert verifier.verify(token(now + 29.5), BASE + DISCOVERY)["nbf"] == now + 29.5
+    with pytest.raises(Unauthorized, match="nbf"):
+        verifier.verify(token(now + 31), BASE + DISCOVERY)
 
 
 def test_a_replayed_token_is_refused(secured, ehr):
