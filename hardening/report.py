@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TESTS = ["tests/test_attacks.py", "tests/test_jwt.py", "tests/test_fuzz.py", "tests/test_faults.py",
-         "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py"]
+         "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py", "tests/test_slow_clients.py"]
 
 
 def main() -> int:
@@ -30,6 +30,8 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("SPINE_CDS_TEST_FUZZ_EXAMPLES", "120" if args.quick else "500")
     env.setdefault("SPINE_CDS_TEST_LOAD_SECONDS", "12" if args.quick else "60")
+    env.setdefault("SPINE_CDS_TEST_SLOW_HEADERS", "64" if args.quick else "256")  # slow clients: 1 byte/s headers
+    env.setdefault("SPINE_CDS_TEST_SLOW_READERS", "16" if args.quick else "64")  # and slow readers of large answers
     for old in ARTIFACTS.glob("*.json"):
         old.unlink()
     started = time.monotonic()
@@ -39,7 +41,7 @@ def main() -> int:
     report = {"tests": tail, "passed": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
               "fuzz_examples_per_operation": int(env["SPINE_CDS_TEST_FUZZ_EXAMPLES"]),
               "load_seconds": float(env["SPINE_CDS_TEST_LOAD_SECONDS"])}
-    for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql"):
+    for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql", "slow-clients"):
         path = ARTIFACTS / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.exists() else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +83,12 @@ def render(r: dict) -> str:
                      f"(outside {d['connection_errors_outside']}), feedback acknowledged "
                      f"{d['feedback_acknowledged']} / in the database {d['feedback_in_database']}, "
                      f"integrity {d['integrity']}")
+    w = r.get("slow-clients")
+    lines.append(f"slow clients (served, 2 workers)    {w['slow_header_connections']} connections sending headers at "
+                 f"1 byte/s + {w['slow_readers']} slow readers ({w['slow_reader_answer_bytes'] // 1024} KB at 512 B/s): "
+                 f"legitimate p95 {w['baseline']['p95_ms']} -> {w['under_attack']['p95_ms']} ms "
+                 f"(delta {w['p95_delta_ms']} ms, round {w['rounds']}), worker restarts {w['worker_restarts']}"
+                 if w else "slow clients                        not run (see the test output)")
     lines.append("clinical text, JWTs, tokens in logs 0 canaries found (81 vignettes x 4 levels, and a served "
                  "instance at DEBUG)" if r["passed"] else "log privacy: see the test output")
     return "\n".join(lines)

@@ -132,6 +132,12 @@ def warm_up(app) -> None:
 
 
 def _serve(args) -> int:
+    # gevent workers (service/serving.py): gevent patches the standard library before the app,
+    # requests, SQLAlchemy or psycopg are imported, since the app is loaded before the fork.
+    from . import serving
+
+    serving.patch()
+
     from gunicorn.app.base import BaseApplication
 
     from . import collector
@@ -139,6 +145,7 @@ def _serve(args) -> int:
 
     settings = _settings({"host": args.host, "port": args.port, "workers": args.workers})
     settings.check_bind()
+    serving.configure(settings.header_timeout, settings.body_timeout, settings.send_timeout)
     workers = settings.workers or (os.cpu_count() or 1)
     app = create_app(settings)  # terminology, templates and lexicons load here, before the fork
     runtime = app.extensions["spine_cds"]
@@ -153,6 +160,11 @@ def _serve(args) -> int:
         def load_config(self):
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", workers)
+            # Slow clients cost a greenlet and a socket, not the worker (header, body and send
+            # timeouts in service/serving.py).
+            self.cfg.set("worker_class", serving.WORKER_CLASS)
+            self.cfg.set("worker_connections", serving.WORKER_CONNECTIONS)
+            self.cfg.set("keepalive", max(1, int(settings.header_timeout)))
             self.cfg.set("preload_app", True)
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
@@ -163,9 +175,9 @@ def _serve(args) -> int:
             self.cfg.set("post_fork", lambda server, worker: (runtime.store.after_fork(), collector.in_worker()))
 
         def load(self):
-            return app
+            return serving.BufferedBody(app, settings.max_body_bytes)
 
-    print(f"spine-cds: serving on http://{settings.host}:{settings.port} with {workers} workers "
+    print(f"spine-cds: serving on http://{settings.host}:{settings.port} with {workers} gevent workers "
           f"(database {settings.describe()['database']})", file=sys.stderr, flush=True)
     Server().run()
     return 0
