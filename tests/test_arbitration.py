@@ -121,7 +121,8 @@ def _condition(reference, code):
 
 
 def _facts(*conditions):
-    return SimpleNamespace(current=lambda firm=True: list(conditions), conditions=list(conditions), orders=[])
+    return SimpleNamespace(current=lambda firm=True: list(conditions), conditions=list(conditions), orders=[],
+                           record=SimpleNamespace(patient_id="p1", encounter_id="e1"))
 
 
 CONTEXT = SimpleNamespace(terminology=_Terminology(), hook="encounter-sign")
@@ -164,8 +165,28 @@ def test_equal_strengths_that_disagree_become_one_card_that_asks():
     assert len(shown) == 1 and shown[0].rule == CONFLICT_RULE
     card = shown[0]
     assert sorted(card.proposed_codes) == ["M50.11", "M54.81"]
-    assert [s.key for s in card.suggestions] == ["choose", "choose", "undetermined"]
+    assert [s.key for s in card.suggestions] == ["choose", "choose", "both", "other", "undetermined"]
     assert not any(s.is_recommended for s in card.suggestions)
+    both = card.suggestions[2].actions  # two documented conditions: recode to the first, add the second
+    assert [a.type for a in both] == ["update", "create"]
+    assert both[1].resource["code"]["coding"][0]["code"] == card.proposed_codes[1]
+
+
+def test_a_recode_wins_over_a_removal_of_equal_strength():
+    facts = _facts(_condition("Condition/c1", "M43.11"), _condition("Condition/c2", "S12.112A"))
+    remove = Card(rule="SPL-EXCLUDES", variant="acute-injury", subject="Condition/c1", suggestions=[
+        Suggestion("keep_injury", [Action("delete", "remove", resource_id="Condition/c1")], is_recommended=True)])
+    shown = resolve([remove, _recode("SPL-CONGENITAL", "Condition/c1", "Q76.2")], facts, CONTEXT)
+    assert [c.rule for c in shown] == ["SPL-CONGENITAL"]
+
+
+def test_at_order_sign_nothing_outside_the_scope_is_changed_or_merged():
+    facts = _facts(_condition("Condition/c1", "M43.10"), _condition("Condition/c2", "M43.12"))
+    order = _recode("ORD-DIAGNOSIS", "Condition/c1", "M43.11")
+    other = _recode("SPL-SPECIFICITY", "Condition/c2", "M43.11")
+    shown = resolve([order, other], facts, CONTEXT, scope={"Condition/c1", "ServiceRequest/o1"})
+    assert [c.rule for c in shown] == ["ORD-DIAGNOSIS"]
+    assert [a.type for a in shown[0].suggestions[0].actions] == ["update"]  # cond-2 is not deleted
 
 
 def test_the_same_code_for_a_resource_is_proposed_once_by_the_stronger_card():

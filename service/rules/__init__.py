@@ -53,7 +53,7 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
     checked between rules: DeadlineExceeded when it is spent), then one arbitration
     (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
     from .queries import as_queries
-    from .resolve import cap, in_scope, order_scope, resolve
+    from .resolve import cap, order_scope, resolve
 
     scope = None
     if context.hook == "order-sign":
@@ -69,9 +69,7 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
             if deadline is not None:
                 deadline.check()
             candidates.extend(entry.check(findings, context))
-    shown = resolve(candidates, findings, context)
-    if scope is not None:
-        shown = [card for card in shown if in_scope(card, scope)]
+    shown = resolve(candidates, findings, context, scope)
     return cap(as_queries(shown, findings, context), context)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ..cards import Action, Card, Suggestion
 from ..terminology import ICD10CM
+from .common import new_condition
 from .tables import TABLES
 
 CONFLICT_RULE = "RESOLVE-CONFLICT"
@@ -91,11 +92,15 @@ def _read(card: Card) -> _Candidate:
     return candidate
 
 
-def resolve(candidates: list[Card], findings, context) -> list[Card]:
-    """The cards to show, in rule-id order."""
+def resolve(candidates: list[Card], findings, context, scope: set[str] | None = None) -> list[Card]:
+    """The cards to show, in rule-id order. With a `scope` (order-sign), only candidates about
+    those resources take part: a problem-list entry outside it is neither changed nor merged."""
     current = {c.reference: c.code for c in findings.current(firm=False)}
     coded = set(current.values())
     claims = [_read(card) for card in candidates]
+    if scope is not None:
+        claims = [c for c in claims if ({c.card.subject} | set(c.changes)) & scope]
+        claims = [c for c in claims if set(c.changes) <= scope or not c.changes]
 
     # 4. Decisions to keep: removal cards on those resources go, and the decisions are not shown.
     kept = [set(c.changes) | ({c.card.subject} if c.card.subject else set()) for c in claims if c.card.keeps]
@@ -106,7 +111,9 @@ def resolve(candidates: list[Card], findings, context) -> list[Card]:
     claims = [c for c in claims if not _reproposes(c, current, coded)]
 
     # 1. One proposal per resource, strongest first.
-    claims.sort(key=lambda c: (-c.strength, c.card.rule, c.card.variant or ""))
+    # At equal strength a recode goes before a removal: recoding a Condition removes its code too,
+    # and keeps the documented condition (Q76.2 for a congenital slip, not just "remove M43.11").
+    claims.sort(key=lambda c: (-c.strength, not _recodes(c), c.card.rule, c.card.variant or ""))
     owner: dict[str, _Candidate] = {}
     shown: list[_Candidate] = []
     conflicts: dict[int, list[_Candidate]] = {}
@@ -120,7 +127,8 @@ def resolve(candidates: list[Card], findings, context) -> list[Card]:
         winner = contested[0]
         if all(claim.changes.get(r) == w.changes.get(r) for w in contested for r in claim.changes if r in w.changes):
             continue  # the same change, proposed by a stronger card: shown once
-        if winner.strength == claim.strength and len({id(w) for w in contested}) == 1:
+        if winner.strength == claim.strength and len({id(w) for w in contested}) == 1 \
+                and _recodes(winner) and _recodes(claim):
             conflicts.setdefault(id(winner), [winner]).append(claim)
         # else: a weaker card that would contradict a stronger one is not shown
 
@@ -143,6 +151,10 @@ def resolve(candidates: list[Card], findings, context) -> list[Card]:
             card = _conflict(conflicts[id(claim)], findings, context)
         out.append(card)
     return _merge_repeats(sorted(out, key=lambda c: (c.rule, c.variant or "", c.subject or "")))
+
+
+def _recodes(claim: _Candidate) -> bool:
+    return any(code not in ("delete", "update", UNDECIDED) for code in claim.changes.values())
 
 
 def _one_card_per_code(shown: list[_Candidate], current: dict[str, str]) -> list[_Candidate]:
@@ -187,8 +199,10 @@ def _merge_repeats(cards: list[Card]) -> list[Card]:
     out: list[Card] = []
     by_key: dict[tuple, Card] = {}
     for card in cards:
-        key = (card.rule, card.variant, tuple(card.current_codes), tuple(card.proposed_codes),
-               tuple(card.missing_documentation), tuple(s.key for s in card.suggestions))
+        key = (card.rule, card.variant, tuple(card.proposed_codes), tuple(card.missing_documentation),
+               tuple(s.key for s in card.suggestions))
+        if not card.proposed_codes:
+            key += (tuple(card.current_codes),)  # a query about M43.11 is not one about M54.11
         first = by_key.get(key)
         if first is None:
             by_key[key] = card
@@ -197,6 +211,7 @@ def _merge_repeats(cards: list[Card]) -> list[Card]:
         for mine, theirs in zip(first.suggestions, card.suggestions):
             mine.actions.extend(a for a in theirs.actions if a not in mine.actions)
         first.evidence.extend(e for e in card.evidence if e not in first.evidence)
+        first.current_codes.extend(c for c in card.current_codes if c not in first.current_codes)
     return out
 
 
@@ -219,6 +234,17 @@ def _conflict(claims: list[_Candidate], findings, context) -> Card:
                                           {"code": label or "", "display": options[-1]["display"] or "",
                                            "rule": card.rule}, is_recommended=False))
         evidence.extend(e for e in card.evidence if e not in evidence)
+    codes = [o["code"] for o in options if o["code"]]
+    if len(codes) == 2:
+        # Both may be documented conditions (a disc radiculopathy and an occipital neuralgia): the
+        # first replaces the current code and the second is added beside it.
+        first_actions = list(suggestions[0].actions)
+        both = first_actions + [new_condition(findings, codes[1], terminology)]
+        suggestions.append(Suggestion("both", both, {"first": codes[0], "second": codes[1],
+                                                      "first_display": options[0]["display"] or "",
+                                                      "second_display": options[1]["display"] or ""},
+                                      is_recommended=False))
+    suggestions.append(Suggestion("other", [], {}, is_recommended=False))
     suggestions.append(Suggestion("undetermined", [], {}, is_recommended=False))
     return Card(
         rule=CONFLICT_RULE,
