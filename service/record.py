@@ -22,7 +22,7 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from .clinical_text import decode_base64, decode_text
+from .clinical_text import MAX_MARKUP_CHARS, decode_base64, decode_text, is_html
 from .deadline import Deadline
 from .errors import Issue, Problem
 from .fhir_server import FhirReader, FhirUnavailable
@@ -349,6 +349,9 @@ def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, 
         content_type = content_type or binary_type
     else:
         return None
+    if len(data) > MAX_MARKUP_CHARS and is_html(content_type):
+        record.skipped.append(RecordProblem(f"{ref}#{element}", f"HTML attachment over {MAX_MARKUP_CHARS} bytes: "
+                                            "only its beginning read"))
     text = decode_text(content_type, data, deadline)
     if text is None:
         record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read"))
