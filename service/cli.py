@@ -114,21 +114,45 @@ def _audit(args) -> int:
     return 0
 
 
-def warm_up(app) -> None:
+def warm_up(app) -> dict:
     """One call through every hook before the fork, so the first EHR call pays no first-use cost
-    (model validators, regular expressions, templates). Nothing is recorded."""
+    (model validators, regular expressions, templates, the reader's caches). Nothing is recorded.
+
+    The pipeline is run in process, not through the HTTP route: with authentication on, the
+    route refuses a call without a JWT, and nothing would be warmed. The clinician's deadline does
+    not apply (a cold first call may take longer than it). The answer: per service, the number of
+    cards, or why it did not run to the end (an error's type, or "deadline exceeded")."""
+    import dataclasses
+    import uuid
+
+    from .pipeline import answer_hook
     from .services import SERVICES
 
-    store = app.extensions["spine_cds"].store
-    record_issued, store.record_issued = store.record_issued, lambda *a, **k: None
+    runtime = app.extensions["spine_cds"]
+    warm = dataclasses.replace(runtime, settings=dataclasses.replace(
+        runtime.settings, hook_deadline=max(runtime.settings.hook_deadline, 60.0)))
+    store = runtime.store
+    timed_out: list[str] = []
+    record_timeout, store.record_timeout = store.record_timeout, lambda service_id, *a, **k: timed_out.append(service_id)
+    body = json.loads((Path(__file__).resolve().parent / "knowledge" / "warm-up.json").read_text())
+    outcome: dict = {}
     try:
-        client = app.test_client()
-        body = json.loads((Path(__file__).resolve().parent / "knowledge" / "warm-up.json").read_text())
-        for service in SERVICES.values():
-            body = dict(body, hook=service.hook)
-            client.post(f"/cds-services/{service.id}", json=body)
+        with app.test_request_context("/", base_url=runtime.settings.public_base_url or None):
+            for service in SERVICES.values():
+                call = dict(body, hook=service.hook, hookInstance=str(uuid.uuid4()))
+                try:
+                    answer = answer_hook(warm, service, call, defer=lambda work: None)  # never recorded
+                    app.json.dumps(answer)
+                    outcome[service.id] = "deadline exceeded" if service.id in timed_out else len(answer["cards"])
+                except Exception as exc:  # noqa: BLE001 - a failed warm-up must not stop the start
+                    outcome[service.id] = type(exc).__name__
     finally:
-        store.record_issued = record_issued
+        store.record_timeout = record_timeout
+    failed = {k: v for k, v in outcome.items() if not isinstance(v, int)}
+    if failed:
+        print(f"spine-cds: warm-up failed for {', '.join(f'{k} ({v})' for k, v in failed.items())}",
+              file=sys.stderr, flush=True)
+    return outcome
 
 
 def _serve(args) -> int:

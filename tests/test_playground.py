@@ -131,4 +131,5 @@ def test_the_playground_is_off_when_authentication_is_on(make_app, tmp_path):
     settings = {"trusted_issuers": [{"iss": "https://ehr.test", "jwks_file": str(tmp_path / "k.json")}],
                 "public_base_url": "https://cds.test"}
     assert make_app(**settings).test_client().get("/").status_code == 404
-    assert make_app(playground=True, **settings).test_client().get("/").status_code == 200
+    # turned on, it still needs a token (tests/test_auth_gates.py)
+    assert make_app(playground=True, **settings).test_client().get("/").status_code == 401

@@ -3,8 +3,10 @@ see the cards as an EHR shows them, with the evidence highlighted where it was r
 dismissing a card posts real feedback. Server-rendered; no script, no CDN.
 
 It runs the same pipeline as the hook endpoints, in process. It is on when authentication is off
-(development), and off otherwise unless SPINE_CDS_PLAYGROUND=true: with it, anyone who reaches the
-service could add feedback to the analytics.
+(development), and off otherwise (404) unless SPINE_CDS_PLAYGROUND=true; even then, with
+authentication on, every playground request needs a valid bearer JWT from a trusted issuer, as the
+hook endpoints do (401 without one): the pipeline never runs, and no feedback is stored, for
+someone without a token.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from ..config import PROJECT_DIR
 from ..errors import Problem
 from ..pipeline import answer_hook
 from ..services import SERVICES
-from .common import runtime
+from .common import require_jwt, runtime
 from .feedback import parse_feedback
 from .rule_pages import escape_text, markdown_html, record_texts
 
@@ -32,9 +34,12 @@ FIXTURES = PROJECT_DIR / "fhir_fixtures"
 @blueprint.before_request
 def only_when_enabled():
     rt = runtime()
-    if not (rt.settings.playground or not rt.settings.auth_enabled):
+    if not rt.settings.auth_enabled:
+        return
+    if not rt.settings.playground:
         raise Problem.of(404, "not-found", "the playground is off (authentication is on; "
-                                           "SPINE_CDS_PLAYGROUND=true turns it on)")
+                                           "SPINE_CDS_PLAYGROUND=true turns it on, for callers with a token)")
+    require_jwt()  # authentication on: the same bearer JWT as the hook endpoints, or 401
 
 
 def vignettes() -> list[str]:
