@@ -25,6 +25,7 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
+UNREADABLE_LINES: list[str] = []  # "file:line" of the lines index() could not parse (the last index)
 COLUMNS = ["patient", "encounter", "rule", "kind", "indicator", "summary", "current_codes", "proposed_codes",
            "missing_documentation", "evidence"]
 _APP = None
@@ -37,18 +38,32 @@ def index(path: Path) -> tuple[dict[str, list[tuple[str, int]]], int]:
     files = sorted(path.glob("**/*")) if path.is_dir() else [path]
     patients: dict[str, list[tuple[str, int]]] = defaultdict(list)
     count = 0
+    UNREADABLE_LINES.clear()
     for file in files:
         if file.suffix == ".ndjson":
             with open(file, "rb") as fh:
                 offset = 0
-                for line in fh:
+                for number, line in enumerate(fh, 1):
                     if line.strip():
-                        resource = json.loads(line)
-                        patients[patient_of(resource) or "(no patient)"].append((str(file), offset))
+                        try:
+                            resource = json.loads(line)
+                            owner = patient_of(resource) if isinstance(resource, dict) else None
+                        except (ValueError, TypeError, AttributeError, RecursionError):
+                            owner = None
+                            UNREADABLE_LINES.append(f"{file.name}:{number}")
+                        else:
+                            patients[owner or "(no patient)"].append((str(file), offset))
                         count += 1
                     offset += len(line)
         elif file.suffix == ".json":
-            bundle = json.loads(file.read_text())
+            try:
+                bundle = json.loads(file.read_text())
+            except (ValueError, RecursionError):
+                UNREADABLE_LINES.append(f"{file.name}:1")
+                continue
+            if not isinstance(bundle, dict):
+                UNREADABLE_LINES.append(f"{file.name}:1")
+                continue
             entries = bundle.get("entry", []) if bundle.get("resourceType") == "Bundle" else [{"resource": bundle}]
             for n, entry in enumerate(entries):
                 resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -150,8 +165,17 @@ def audit_patient(resources: list[dict]) -> list[dict]:
     return rows
 
 
-def _job(places: list[tuple[str, int]]) -> list[dict]:
-    return audit_patient(read_resources(places))
+def _job(job: tuple[str, list[tuple[str, int]]]) -> list[dict] | dict:
+    """The patient's rows, or {"unreadable": patient, "stage", "error"} when reading or evaluating them
+    raised: the error's type only (a message may quote the chart)."""
+    patient, places = job
+    stage = "reading"
+    try:
+        resources = read_resources(places)
+        stage = "evaluating"
+        return audit_patient(resources)
+    except Exception as exc:  # noqa: BLE001 - one patient's data must not stop the audit
+        return {"unreadable": patient, "stage": stage, "error": type(exc).__name__}
 
 
 # ------------------------------------------------------------------ the whole export
@@ -164,7 +188,9 @@ def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) 
     examples: dict[str, list[dict]] = defaultdict(list)
     done = cards = 0
     workers = workers or os.cpu_count() or 1
-    jobs = list(patients.values())
+    jobs = list(patients.items())
+    unreadable: list[dict] = [{"unreadable": line, "stage": "indexing", "error": "unparseable line"}
+                              for line in UNREADABLE_LINES]
     with open(out / "audit.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
@@ -172,6 +198,9 @@ def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) 
         with context.Pool(workers, initializer=init_worker) as pool:
             for rows in pool.imap_unordered(_job, jobs, chunksize=4):
                 done += 1
+                if isinstance(rows, dict):  # a patient that could not be read: reported, skipped
+                    unreadable.append(rows)
+                    rows = []
                 for row in rows:
                     writer.writerow({k: row.get(k, "") for k in COLUMNS})
                     if row["rule"] != "(not evaluated)":
@@ -187,7 +216,10 @@ def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) 
     if progress:
         print(file=progress)
     summary = {"patients": len(jobs), "resources": resources, "cards": cards, "by_rule": dict(counts_rule),
-               "by_kind": dict(counts_kind), "seconds": round(time.monotonic() - started, 2), "workers": workers}
+               "by_kind": dict(counts_kind), "seconds": round(time.monotonic() - started, 2), "workers": workers,
+               "unreadable": len(unreadable),
+               "unreadable_patients": [{"patient": u["unreadable"], "stage": u["stage"], "error": u["error"]}
+                                       for u in unreadable]}
     (out / "audit.html").write_text(_html(summary, examples))
     return summary
 
@@ -197,6 +229,11 @@ def _html(summary: dict, examples: dict[str, list[dict]]) -> str:
     rows = "".join(f"<tr><td>{e(rule)}</td><td>{n}</td></tr>" for rule, n in
                    sorted(summary["by_rule"].items(), key=lambda kv: -kv[1]))
     kinds = "".join(f"<tr><td>{e(k)}</td><td>{n}</td></tr>" for k, n in sorted(summary["by_kind"].items()))
+    unread = "".join(f"<tr><td>{e(u['patient'])}</td><td>{e(u['stage'])}</td><td>{e(u['error'])}</td></tr>"
+                     for u in summary.get("unreadable_patients", []))
+    unread = (f"<h2>Not read ({summary.get('unreadable', 0)})</h2><p>Data that raised an error while it was read or "
+              "evaluated: skipped, the audit went on.</p><table><tr><th>patient (or file:line)</th><th>stage</th>"
+              f"<th>error</th></tr>{unread}</table>") if unread else ""
     blocks = []
     for rule, items in sorted(examples.items()):
         lis = "".join(f"<li><b>{e(i['summary'])}</b><br><small>patient {e(i['patient'])}, encounter "
@@ -206,7 +243,7 @@ def _html(summary: dict, examples: dict[str, list[dict]]) -> str:
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 td,th{{border-bottom:1px solid #dde;padding:.3rem .6rem;text-align:left}}table{{border-collapse:collapse}}</style></head><body>
 <h1>Audit</h1><p>{summary['patients']} patients, {summary['resources']} resources, {summary['cards']} cards
-in {summary['seconds']} s on {summary['workers']} workers.</p>
+in {summary['seconds']} s on {summary['workers']} workers; {summary.get('unreadable', 0)} not read.</p>{unread}
 <h2>Cards per rule</h2><table><tr><th>rule</th><th>cards</th></tr>{rows}</table>
 <h2>Cards per kind</h2><table><tr><th>kind</th><th>cards</th></tr>{kinds}</table>
 <h2>Examples with their evidence</h2>{''.join(blocks)}</body></html>"""

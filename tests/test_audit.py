@@ -89,3 +89,70 @@ def test_a_missing_path_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "service.cli", "audit", str(tmp_path / "nope")], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def _broken_export(tmp_path):
+    """Three patients: p0 fires, p1 has a malformed DocumentReference (context a string, which the
+    encounter split could not read), p2 is silent; plus a line that is not JSON."""
+    lines = []
+    for n, vignette in enumerate([FIRES[0], SILENT[0], SILENT[1]]):
+        for resource in _resources(vignette, f"p{n}", f"e{n}"):
+            if n == 1 and resource["resourceType"] == "DocumentReference":
+                resource["context"] = "not an object"
+            lines.append(json.dumps(resource))
+    lines.insert(3, '{"resourceType": "Condition", "subject": ')  # cut off mid-line
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "all.ndjson").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_patient_that_cannot_be_read_is_reported_and_the_audit_goes_on(tmp_path):
+    from service.audit import run
+
+    folder = _broken_export(tmp_path)
+    with pytest.raises(AttributeError):  # what stopped the whole audit before
+        audit_patient(read_resources(index(folder)[0]["p1"]))
+    out = tmp_path / "out"
+    summary = run(folder, out, workers=1, progress=None)
+    assert summary["patients"] == 3 and summary["unreadable"] == 2
+    assert summary["unreadable_patients"] == [
+        {"patient": "all.ndjson:4", "stage": "indexing", "error": "unparseable line"},
+        {"patient": "p1", "stage": "evaluating", "error": "AttributeError"}]
+    rows = list(csv.DictReader(open(out / "audit.csv")))
+    assert [(r["patient"], r["rule"]) for r in rows] == [("p0", "SPL-TRAUMA")]  # p2 after p1 was still read
+    page = (out / "audit.html").read_text()
+    assert "2 not read" in page and "<td>p1</td><td>evaluating</td><td>AttributeError</td>" in page
+    assert "not an object" not in page  # the error's type, never the chart's content
+
+
+def test_a_note_that_breaks_the_reader_skips_only_its_patient(tmp_path, monkeypatch):
+    """Whatever the reader raises on (it is built not to), that patient is reported and the others read."""
+    import base64
+
+    import service.record
+    from service.audit import run
+
+    decode = service.record.decode_text
+
+    def breaks_on_marker(content_type, data, deadline=None):
+        if b"BREAKS-THE-READER" in data:
+            raise UnicodeError("reader broke")
+        return decode(content_type, data, deadline)
+
+    resources = _resources(FIRES[0], "p0", "e0") + _resources(FIRES[1], "p1", "e1")
+    resources.append({"resourceType": "DocumentReference", "id": "p1-bad-note", "status": "current",
+                      "subject": {"reference": "Patient/p1"},
+                      "content": [{"attachment": {"contentType": "text/html",
+                                                  "data": base64.b64encode(b"<p>BREAKS-THE-READER</p>").decode()}}]})
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "all.ndjson").write_text("\n".join(json.dumps(r) for r in resources) + "\n")
+    monkeypatch.setattr(service.record, "decode_text", breaks_on_marker)  # the fork pool's worker inherits it
+    out = tmp_path / "out"
+    summary = run(export, out, workers=1, progress=None)
+    assert summary["patients"] == 2
+    assert summary["unreadable_patients"] == [{"patient": "p1", "stage": "evaluating", "error": "UnicodeError"}]
+    rows = list(csv.DictReader(open(out / "audit.csv")))
+    assert [(r["patient"], r["rule"]) for r in rows] == [("p0", "SPL-TRAUMA")]
+    assert "reader broke" not in (out / "audit.html").read_text()
