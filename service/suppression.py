@@ -58,7 +58,10 @@ def subject_of(card) -> str:
 
 
 def suppression_key(key: bytes, patient_id: str, card) -> str:
-    return keyed_hash(key, "suppression", patient_id, subject_of(card), card.rule)
+    """The same card: same patient, subject, rule, variant and proposal. A proposal that changes
+    (an amended report now places the slip at C1-C2: M43.11, not M43.12) is a new card."""
+    return keyed_hash(key, "suppression", patient_id, subject_of(card), card.rule, card.variant or "",
+                      ",".join(sorted(card.proposed_codes)))
 
 
 def window_key(key: bytes, patient_id: str, encounter_id: str | None) -> str | None:
@@ -80,6 +83,14 @@ def card_keys(runtime, record, cards) -> dict[str, tuple[str, str | None]]:
         return {}
     window = window_key(key, record.patient_id, record.encounter_id)
     return {card.uuid: (suppression_key(key, record.patient_id, card), window) for card in cards}
+
+
+def split(runtime, record, cards) -> tuple[list, list]:
+    """(kept, suppressed) of a list of Card objects: the rules' candidates, screened *before* the
+    arbitration, so a card overridden with a reason leaves room for the cards it made moot (a
+    rejected reroute lets the additional-code and documentation cards about the kept code return)."""
+    kept, suppressed = screen(runtime, record, [(card, card) for card in cards])
+    return kept, suppressed
 
 
 def screen(runtime, record, pairs, keys: dict | None = None) -> tuple[list[dict], list[dict]]:

@@ -354,3 +354,43 @@ def test_check_config_never_prints_the_hash_key():
     assert key not in json.dumps(settings.describe()) and key not in repr(settings)
     assert settings.describe()["hash_key"] == "(set)"
     assert Settings.from_env({}).describe()["suppression_window"] == "encounter"
+
+
+# ---------------------------------------------------- after the review of issue 10
+def _neuralgia_with_instability() -> dict:
+    import base64
+
+    body = load_fixture("vignettes/rad-occipital-neuralgia-fires.json")
+    text = ("Occipital neuralgia: tenderness over the greater occipital nerve, relief with occipital nerve block. "
+            "Flexion-extension radiographs: atlantoaxial instability. Denies trauma.")
+    note = body["prefetch"]["documentReferences"]["entry"][0]["resource"]
+    note["content"][0]["attachment"]["data"] = base64.b64encode(text.encode()).decode()
+    return body
+
+
+def test_a_rejected_reroute_lets_the_cards_it_made_moot_return(app_on):
+    """Suppression runs before the arbitration: overriding the M54.81 reroute ("the documentation
+    supports the current code") keeps M54.11, so the cause card about M54.11 is due."""
+    client = app_on().test_client()
+    body = _neuralgia_with_instability()
+    first = _call(client, body)
+    assert _rules(first) == ["RAD-OCCIPITAL-NEURALGIA"]  # RAD-CAUSE is moot while M54.11 would go
+    reroute = first[0]
+    _feedback(client, reroute, "overridden", overrideReason=REASON)
+    again = _call(client, body)
+    assert "RAD-OCCIPITAL-NEURALGIA" not in _rules(again)
+    assert "RAD-CAUSE" in _rules(again)
+
+
+def test_a_changed_proposal_is_a_new_card(app_on):
+    """The suppression key holds the proposal: the same rule on the same Condition proposing
+    another code (the documentation changed) is shown again."""
+    client = app_on().test_client()
+    body = _request()
+    card = _card(client, body)
+    _feedback(client, card, "overridden", overrideReason=REASON)
+    assert RULE not in _rules(_call(client, body))
+    lumbar = json.loads(json.dumps(body).replace("C1 on C2", "L4 on L5").replace("C1-C2", "L4-L5"))
+    shown = [c for c in _call(client, lumbar) if c["extension"]["spine-coding-cds"]["rule"] == RULE]
+    assert shown  # the report now places a slip at L4-L5 too: another proposal, shown
+    assert shown[0]["extension"]["spine-coding-cds"]["proposedCodes"] != card["extension"]["spine-coding-cds"]["proposedCodes"]

@@ -48,9 +48,10 @@ def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS):
     return register
 
 
-def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
+def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list[Card]:
     """The cards shown at this hook: every rule's candidates (in rule-id order, the budget
-    checked between rules: DeadlineExceeded when it is spent), then one arbitration
+    checked between rules: DeadlineExceeded when it is spent), less those `screen` suppresses
+    (feedback already given), then one arbitration
     (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
     from .queries import as_queries
     from .resolve import cap, order_scope, resolve
@@ -69,6 +70,8 @@ def evaluate(findings, context: RuleContext, deadline=None) -> list[Card]:
             if deadline is not None:
                 deadline.check()
             candidates.extend(entry.check(findings, context))
+    if screen is not None:
+        candidates = screen(candidates)  # feedback: suppressed candidates take no part in the arbitration
     shown = resolve(candidates, findings, context, scope)
     return cap(as_queries(shown, findings, context), context)
 
