@@ -195,8 +195,36 @@ def spl_specificity(facts: Findings, ctx: RuleContext) -> list[Card]:
     evidence = in_region(slips(facts), region) if region != "multiple" else [f for f in slips(facts) if f.specific]
     # With Q76.2 coded for a congenital slip at another region, the M43.1- code's own region is right.
     conditions = [c for c in _m43(facts) if not (facts.coded_with("Q76.2") and _unrelated_to_q76(facts, c))]
+    if region == MULTIPLE:
+        return _multiple_regions(facts, ctx, conditions)
     return specificity_cards("SPL-SPECIFICITY", facts, ctx, conditions, f"M43.1{REGION_DIGIT[region]}", evidence,
                              region=REGION_LABEL[region], level=evidence[0].level if evidence else region)
+
+
+def _multiple_regions(facts: Findings, ctx: RuleContext, conditions) -> list[Card]:
+    """Slips documented in several regions. A Condition already coded for one of them is right (a
+    C4-C5 slip coded M43.12 beside a C1-C2 slip coded M43.10); the others take the one region no
+    Condition covers yet, or M43.19 when several remain."""
+    found = [f for f in slips(facts) if f.specific and f.region and f.region != MULTIPLE
+             and ("congenital" not in f.modifiers or "acquired" in f.modifiers)]
+    regions = {f.region for f in found}
+    covered = {region_of_code(c.code) for c in conditions} & regions
+    if not covered:  # no Condition names a documented region: one code for the several sites
+        evidence = [f for f in slips(facts) if f.specific]
+        return specificity_cards("SPL-SPECIFICITY", facts, ctx, conditions, f"M43.1{REGION_DIGIT[MULTIPLE]}",
+                                 evidence, region=REGION_LABEL[MULTIPLE], level=evidence[0].level)
+    remaining = regions - covered
+    if not remaining:
+        return []
+    target_region = next(iter(remaining)) if len(remaining) == 1 and covered else MULTIPLE
+    evidence = [f for f in found if f.region in remaining] if target_region != MULTIPLE else found
+    cards = []
+    for condition in conditions:
+        if region_of_code(condition.code) in regions:
+            continue
+        cards += specificity_cards("SPL-SPECIFICITY", facts, ctx, [condition], f"M43.1{REGION_DIGIT[target_region]}",
+                                   evidence, region=REGION_LABEL[target_region], level=evidence[0].level)
+    return cards
 
 
 @rule("SPL-GENERIC-LEVEL")
