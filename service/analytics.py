@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import String, and_, cast, func, select
 
+from .escaping import csv_row
 from .store import Store, feedback, issued_cards
 
 
@@ -77,8 +78,8 @@ class Report:
         writer.writerow(["rule", "kind", "issued", "silent", "suppressed", "accepted", "overridden", "unanswered",
                          "acceptance_rate", "override_rate"])
         for r in self.rules:
-            writer.writerow([r.rule, r.kind, r.issued, r.silent, r.suppressed, r.accepted, r.overridden,
-                             r.unanswered, r.rate(r.accepted), r.rate(r.overridden)])
+            writer.writerow(csv_row([r.rule, r.kind, r.issued, r.silent, r.suppressed, r.accepted, r.overridden,
+                                     r.unanswered, r.rate(r.accepted), r.rate(r.overridden)]))  # no formulas
         return out.getvalue()
 
 

@@ -15,7 +15,6 @@ Dask bag `.groupby(patient_of).starmap(...)`; each executor calls `init_worker()
 from __future__ import annotations
 
 import csv
-import html
 import json
 import multiprocessing as mp
 import os
@@ -24,6 +23,8 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from .escaping import csv_row, html_text
 
 UNREADABLE_LINES: list[str] = []  # "file:line" of the lines index() could not parse (the last index)
 COLUMNS = ["patient", "encounter", "rule", "kind", "indicator", "summary", "current_codes", "proposed_codes",
@@ -202,7 +203,7 @@ def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) 
                     unreadable.append(rows)
                     rows = []
                 for row in rows:
-                    writer.writerow({k: row.get(k, "") for k in COLUMNS})
+                    writer.writerow(csv_row({k: row.get(k, "") for k in COLUMNS}))  # no formulas
                     if row["rule"] != "(not evaluated)":
                         cards += 1
                         counts_rule[row["rule"]] += 1
@@ -225,7 +226,7 @@ def run(path: Path, out: Path, workers: int | None = None, progress=sys.stderr) 
 
 
 def _html(summary: dict, examples: dict[str, list[dict]]) -> str:
-    e = html.escape
+    e = html_text
     rows = "".join(f"<tr><td>{e(rule)}</td><td>{n}</td></tr>" for rule, n in
                    sorted(summary["by_rule"].items(), key=lambda kv: -kv[1]))
     kinds = "".join(f"<tr><td>{e(k)}</td><td>{n}</td></tr>" for k, n in sorted(summary["by_kind"].items()))

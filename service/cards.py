@@ -3,6 +3,12 @@
 A rule returns `Card` objects; `Card.to_json` adds what every card carries (uuids, source with
 topic, override reasons, the `spine-coding-cds` extension) and omits empty optional fields, as
 the spec requires (no null, "", [] or {}). `contract_problems` checks a card as an EHR would.
+
+Chart text is data, never markup: every value a template prints (`{{ ... }}`: codes, displays,
+dates, ids, levels, quotes, suggestion values) is escaped by `escaping.markdown` as it is printed
+(the Jinja environment's `finalize`), so a template cannot forget it; only the templates' own
+wording is markdown. The product's own values (the rule's source, documentation labels) are
+marked `escaping.Markdown` and printed as they are.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import escaping
 from .config import PROJECT_DIR
 from .findings import Evidence
 
@@ -58,8 +65,9 @@ class CardCatalogue:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(self.directory)), undefined=jinja2.StrictUndefined,
             autoescape=False, keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True,
+            finalize=escaping.markdown,  # every printed value escaped: chart text is data, never markup
         )
-        self.env.filters["md"] = escape_markdown
+        self.env.filters["md"] = escape_markdown  # kept for templates that say so; finalize does it anyway
         self.templates: dict[str, RuleTemplate] = {}
         for path in sorted(self.directory.glob("*.toml")):
             if path.name != "contract.toml":
@@ -127,9 +135,10 @@ class CardCatalogue:
             raise TemplateError(f"cards/{card.rule}.toml has no variant {card.variant!r}")
         values = dict(card.values)
         values.setdefault("evidence", _unique(card.evidence))
-        values.setdefault("missing", [self.documentation_label(m) for m in card.missing_documentation])
+        values.setdefault("missing", [escaping.Markdown(self.documentation_label(m))
+                                      for m in card.missing_documentation])
         values.setdefault("missing_elements", list(card.missing_documentation))
-        values.setdefault("source", template.source)
+        values.setdefault("source", escaping.Markdown(template.source))
         summary = variant.get("summary", template.summary).render(values).strip()
         detail = variant.get("detail", template.detail).render(values).strip()
         suggestions = {**template.suggestions, **variant.get("suggestions", {})}
@@ -137,12 +146,13 @@ class CardCatalogue:
                 summary, detail, {k: t for k, t in suggestions.items()}, values)
 
 
-_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
-
-
 def escape_markdown(text: str) -> str:
-    """Quoted clinical text shown as text, never as markdown or HTML (the EHR renders the detail)."""
-    return str(text).translate(_MARKDOWN_SPECIAL).replace("\n", " ")
+    """Quoted clinical text shown as text, never as markdown or HTML (the EHR renders the detail):
+    `escaping.markdown`, the one function for it."""
+    return escaping.markdown(text)
+
+
+SUMMARY_LIMIT = 140  # CDS Hooks: a summary is under 140 characters
 
 
 @dataclass
@@ -209,7 +219,8 @@ class Card:
         kind, indicator, summary, detail, labels, values = catalogue.wording(self)
         out = {
             "uuid": self.uuid,
-            "summary": summary,
+            # a long value from the chart (a malformed code, say) cannot push it past the limit
+            "summary": escaping.shorten_markdown(summary, SUMMARY_LIMIT),
             "indicator": indicator,
             "source": {
                 "label": catalogue.product,
@@ -241,10 +252,11 @@ def _unique(evidence: list[Evidence]) -> list[Evidence]:
     rule's order: the strongest first, the newest first among equals (`rules.common.evidence_of`)."""
     seen, out = set(), []
     for e in evidence:
-        key = (e.reference, " ".join(e.text.split()))
+        text = " ".join(e.text.split())  # a hard-wrapped sentence is quoted on one line
+        key = (e.reference, text)
         if key not in seen:
             seen.add(key)
-            out.append(e)
+            out.append(e._replace(text=text) if text != e.text else e)
         if len(out) == MAX_EVIDENCE:
             break
     return out

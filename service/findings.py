@@ -129,7 +129,9 @@ class Findings:
     def coded_with(self, *prefixes: str, firm: bool = True) -> list[CodedCondition]:
         """Current Conditions whose ICD-10-CM code is, or falls under, one of the prefixes."""
         bare = _bare(prefixes)
-        return [c for c in self.current(firm) if c.code.replace(".", "").startswith(bare)]
+        # a malformed code from the chart ('M43.1[X](...)') falls under no prefix (TAB-HEADER: invalid)
+        return [c for c in self.current(firm) if c.code.replace(".", "").startswith(bare)
+                and Terminology.well_formed(c.code)]
 
     def has_code(self, *prefixes: str) -> bool:
         return bool(self.coded_with(*prefixes, firm=False))

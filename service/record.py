@@ -64,10 +64,17 @@ class TextSource:
 
 @dataclass(frozen=True)
 class RecordProblem:
-    """Something in the record we could not use. Safe to log: never holds clinical content."""
+    """Something in the record we could not use. Never holds clinical content; `problem` (in the
+    answer) may name the request's elements, `logged` is what the log says instead: a fixed phrase
+    and counts, so that no element name from the request reaches the log."""
 
     reference: str
     problem: str
+    log_as: str | None = None
+
+    @property
+    def logged(self) -> str:
+        return self.log_as or self.problem
 
 
 @dataclass
@@ -277,7 +284,8 @@ def _parse(record: PatientRecord, resource: dict, where: str):
         return model
     unknown = sorted(k for k in resource if k not in _KNOWN_KEYS[resource["resourceType"]])
     if unknown:
-        record.skipped.append(RecordProblem(where, "invalid FHIR R4: unknown element " + ", ".join(unknown[:5])))
+        record.skipped.append(RecordProblem(where, "invalid FHIR R4: unknown element " + ", ".join(unknown[:5]),
+                                            f"invalid FHIR R4: {len(unknown)} unknown element(s)"))
         return None
     try:
         model = model_class.model_validate(_as_validated(resource))
@@ -285,7 +293,7 @@ def _parse(record: PatientRecord, resource: dict, where: str):
         # Field paths and error types only: pydantic's messages quote the input values.
         paths = sorted({".".join(str(p) for p in err["loc"]) or "(resource)" for err in exc.errors()})
         problem = "invalid FHIR R4: " + ", ".join(paths[:5]) + (" …" if len(paths) > 5 else "")
-        record.skipped.append(RecordProblem(where, problem))
+        record.skipped.append(RecordProblem(where, problem, f"invalid FHIR R4: {len(paths)} invalid element(s)"))
         return None
     except (ValueError, TypeError, RecursionError) as exc:
         record.skipped.append(RecordProblem(where, f"invalid FHIR R4 ({type(exc).__name__})"))
@@ -354,7 +362,8 @@ def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, 
                                             "only its beginning read"))
     text = decode_text(content_type, data, deadline)
     if text is None:
-        record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read"))
+        record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read",
+                                            "attachment type not read"))
     return text
 
 

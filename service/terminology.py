@@ -23,6 +23,8 @@ _CODE = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{0,4})?"
 _RANGE = re.compile(rf"^({_CODE})\s*[-\u2013]\s*({_CODE})$")
 _PREFIX = re.compile(rf"^({_CODE})\.?-$")
 _EXACT = re.compile(rf"^({_CODE})$")
+_WELL_FORMED = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
+NOT_IN_TABULAR = "not in the ICD-10-CM tabular"
 _PARENS = re.compile(r"\(([^()]*)\)")
 
 
@@ -101,22 +103,30 @@ class Terminology:
             code = code[:3] + "." + code[3:]
         return code
 
+    @staticmethod
+    def well_formed(code: str) -> bool:
+        """The shape of an ICD-10-CM code (letter, digit, alphanumeric, then a dot and up to four):
+        a code from the chart that is not ('M43.1[X](...)', 'M43.1\\n# x') falls under no category."""
+        return bool(_WELL_FORMED.fullmatch(code))
+
     def exists(self, code: str) -> bool:
-        return self._tabular().is_valid_item(code)
+        return self.well_formed(code) and self._tabular().is_valid_item(code)
 
     def is_billable(self, code: str) -> bool:
         cm = self._tabular()
         return cm.is_valid_item(code) and cm.is_leaf(code)
 
     def display(self, code: str) -> str:
-        return self._tabular().get_description(code)
+        """The tabular's title of a code; for a code not in the tabular (never proposed, but a
+        current code can be anything), a fixed wording instead of an exception."""
+        return self._tabular().get_description(code) if self.exists(code) else NOT_IN_TABULAR
 
     def ancestors(self, code: str) -> list[str]:
         return list(self._tabular().get_ancestors(code)) if self.exists(code) else []
 
     def is_within(self, code: str, prefix: str) -> bool:
         """M43.11 is within M43.1 and within M43.11 (string hierarchy of ICD-10-CM codes)."""
-        return code.replace(".", "").startswith(prefix.replace(".", ""))
+        return self.well_formed(code) and code.replace(".", "").startswith(prefix.replace(".", ""))
 
     # --------------------------------------------------------------- Excludes1
     def excludes1(self, code: str) -> tuple[Excludes1, ...]:

@@ -25,7 +25,8 @@ from ..pipeline import answer_hook
 from ..services import SERVICES
 from .common import require_jwt, runtime
 from .feedback import parse_feedback
-from .rule_pages import escape_text, markdown_html, record_texts
+from ..escaping import html_text as escape_text
+from .rule_pages import markdown_html, markdown_inline, record_texts
 
 blueprint = Blueprint("playground", __name__)
 FIXTURES = PROJECT_DIR / "fhir_fixtures"
@@ -225,10 +226,11 @@ def _change(action: dict, label: str) -> dict:
 
 def _view(card: dict, texts: dict) -> dict:
     payload = card["extension"]["spine-coding-cds"]
-    suggestions = [{"label": s["label"], "uuid": s["uuid"],
+    suggestions = [{"label": markdown_inline(s["label"]), "uuid": s["uuid"],
                     "changes": [_change(a, s["label"]) for a in s.get("actions", [])]}
                    for s in card.get("suggestions", [])]
     return {"card": card, "payload": payload, "detail": markdown_html(card.get("detail", "")),
+            "summary": markdown_inline(card.get("summary", "")),
             "evidence": _evidence_in_place(payload["evidence"], texts), "suggestions": suggestions}
 
 
@@ -264,7 +266,7 @@ textarea{width:100%;height:9rem;font-family:monospace}.card{border-left:6px soli
 {% if degraded %}<p>Not taken into account: <code>{{ degraded | tojson }}</code></p>{% endif %}
 {% for v in cards %}{% set c = v.card %}
 <div class="card {{ c.indicator }}"><span class="ind">{{ c.indicator }}</span> · {{ c.source.topic.display }} · <a href="{{ c.source.url }}">{{ v.payload.rule }}</a>
-<h3 class="summary">{{ c.summary }}</h3>
+<h3 class="summary">{{ v.summary }}</h3>
 <div class="detail">{{ v.detail }}</div>
 <h4>Evidence</h4>{% for e in v.evidence %}<div class="evidence"><b>{{ e.reference }}</b> · {{ e.element }}{% if e.assertions %} · {{ e.assertions }}{% endif %}{% if e.alone and e.element != 'code' %} · not found in the text as read{% endif %}<p class="paragraph">{{ e.html }}</p></div>{% endfor %}
 {% for s in v.suggestions %}<form method="post" action="/playground/feedback"><p class="suggestion"><b>{{ s.label }}</b>{% for ch in s.changes %}<br><code>{{ ch.type }}</code>{% if ch.target %} {{ ch.target }} —{% endif %} {{ ch.description }}{% endfor %}</p>

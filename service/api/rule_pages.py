@@ -10,7 +10,6 @@ Also here, shared with the playground: `markdown_html` (a card's detail as safe 
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -25,6 +24,7 @@ from markupsafe import Markup
 
 from ..config import PROJECT_DIR
 from ..errors import Problem
+from ..escaping import html_text
 from ..logs import safe_exception
 from ..pipeline import answer_hook
 from ..services import service_for_hook
@@ -50,9 +50,8 @@ _ORDERED_ITEM = re.compile(r"\d{1,9}[.)]\s+(.*)")
 
 def escape_text(text, braces: bool = True) -> str:
     """HTML-escaped text; with `braces`, { and } too, so that data (chart text) can never read as
-    template syntax on a page."""
-    out = html.escape(str(text), quote=True)
-    return out.replace("{", "&#123;").replace("}", "&#125;") if braces else out
+    template syntax on a page: `escaping.html_text`, the one function for it."""
+    return html_text(text, braces)
 
 
 def _inline(text: str, braces: bool) -> str:
@@ -111,6 +110,12 @@ def markdown_html(text: str, braces: bool = True) -> Markup:
         else:
             parts.append(f"<{kind}>" + "".join(f"<li>{r}</li>" for r in rendered) + f"</{kind}>")
     return Markup("\n".join(parts))
+
+
+def markdown_inline(text) -> Markup:
+    """A card's summary or a suggestion label, as an EHR that renders it as markdown shows it: the
+    card renderer's escapes read as the characters they stand for, everything HTML-escaped, one line."""
+    return Markup(_inline(" ".join(str(text or "").split()), True))
 
 
 def record_texts(body, service) -> dict:
@@ -334,9 +339,9 @@ _PAGE = """<!doctype html>
 <h3>{{ x.about }}</h3>
 <p class="meta">Record: <code>fhir_fixtures/vignettes/{{ x.id }}.json</code></p>
 {% for c in x.cards %}<div class="card {{ c.indicator }}"><span class="ind">{{ c.indicator }}</span>{% if c.topic %} &middot; {{ c.topic }}{% endif %}
-<h4 class="summary">{{ c.summary | data_text }}</h4>
+<h4 class="summary">{{ c.summary | card_text }}</h4>
 <div class="detail">{{ c.detail }}</div>
-{% if c.suggestions %}<p>Suggestions:</p><ul class="suggestions">{% for label in c.suggestions %}<li>{{ label | data_text }}</li>{% endfor %}</ul>{% endif %}
+{% if c.suggestions %}<p>Suggestions:</p><ul class="suggestions">{% for label in c.suggestions %}<li>{{ label | card_text }}</li>{% endfor %}</ul>{% endif %}
 {% if c.evidence %}<p>Evidence:</p><ul class="evidence">{% for e in c.evidence %}<li>&ldquo;{{ e.text | data_text }}&rdquo; &mdash;
 <code>{{ e.reference | data_text }}</code> {{ e.element | data_text }}{% if e.date %}, {{ e.date | data_text }}{% endif %}{% if e.assertion != 'affirmed' %} ({{ e.assertion | data_text }}){% endif %}</li>{% endfor %}</ul>{% endif %}
 </div>{% endfor %}
@@ -361,6 +366,11 @@ _INDEX = """<!doctype html>
 @blueprint.app_template_filter("data_text")
 def _text_filter(value) -> Markup:
     return Markup(escape_text(value))
+
+
+@blueprint.app_template_filter("card_text")
+def _card_text_filter(value) -> Markup:
+    return markdown_inline(value)
 
 
 @blueprint.get("/rules")
