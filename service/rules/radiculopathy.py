@@ -16,7 +16,7 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import RuleContext, rule
 from .tables import TABLES
-from .common import (REGION_DIGIT, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
+from .common import (REGION_DIGIT, reason_of_order, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
                      recode_card, remove_condition, resequence, sentences_of, slips, specificity_cards)
 
 RA_CODES = TABLES.ra_coded
@@ -151,10 +151,17 @@ def rad_occipital_neuralgia(facts: Findings, ctx: RuleContext) -> list[Card]:
     found = facts.of("occipital-neuralgia")
     if not found or facts.has_code("M54.81"):
         return []
-    cards = [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
+    radiculopathy_stays = bool(_m54_11(facts)) and not _occipital_neuralgia(facts)
+    cards = [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found),
+                         radiculopathy_stays=radiculopathy_stays)
              for c in facts.coded_with("G54.2")]
     for card in cards:
         card.variant = "g54"
+        # A draft order being signed for G54.2 (an occipital nerve block) takes the same reason.
+        for order in facts.orders:
+            if any(code.startswith("G54.2") for code in order.reason_codes):
+                card.suggestions[0].actions.append(
+                    reason_of_order(facts, order.reference, "M54.81", ctx.terminology, old_code="G54.2"))
     if _occipital_neuralgia(facts):
         cards += [recode_card("RAD-OCCIPITAL-NEURALGIA", facts, ctx, c, "M54.81", evidence_of(found))
                   for c in _m54_11(facts)]
