@@ -50,7 +50,7 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     settings = config if isinstance(config, Settings) else Settings.from_env(overrides=config)
     configure_logging(settings.log_level)
 
-    store = Store(settings.sqlalchemy_url)
+    store = Store.from_settings(settings)
     store.create_schema()
     terminology = _TERMINOLOGY.load() if load_terminology else _TERMINOLOGY
     runtime = Runtime(

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.html")
     audit.add_argument("--workers", type=int, help="processes (default: one per core)")
 
+    purge = commands.add_parser("purge", help="delete what is older than SPINE_CDS_RETENTION_DAYS, and expired JWT ids")
+    purge.add_argument("--days", type=int, help="retention period in days (default SPINE_CDS_RETENTION_DAYS)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "purge":
+            return _purge(args)
         return _check_config()
     except ConfigError as exc:
         print(f"spine-cds: {exc}", file=sys.stderr)
@@ -111,6 +116,25 @@ def _audit(args) -> int:
     summary = run(args.path, args.out, args.workers)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out / 'audit.csv'} and {args.out / 'audit.html'}", file=sys.stderr)
+    return 0
+
+
+def _purge(args) -> int:
+    """Deletes issued cards, feedback, suppressions and hook timeouts older than the retention period
+    (0 days: kept) and expired JWT ids; prints the rows deleted per table as JSON."""
+    from .store import DATABASE_ERRORS, Store
+
+    settings = _settings({"retention_days": args.days})
+    store = Store.from_settings(settings)
+    try:
+        store.create_schema()
+        counts = store.purge()
+    except DATABASE_ERRORS as exc:
+        print(f"spine-cds: purge failed, the database is unavailable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    finally:
+        store.engine.dispose()
+    print(json.dumps({"retentionDays": settings.retention_days, "deleted": counts}, indent=2))
     return 0
 
 

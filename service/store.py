@@ -5,20 +5,60 @@ SQLAlchemy Core over SQLite (the embedded default, WAL mode) or PostgreSQL (by U
 several instances share state). No clinical text is stored: cards are kept by uuid, rule,
 kind and codes; feedback as the EHR sent it. No patient, encounter or resource id is stored:
 where a card must be recognised again (suppression), it is by keyed hashes (service/suppression.py).
+
+**Faults degrade, never break.** Every statement has a timeout (SPINE_CDS_DATABASE_TIMEOUT: SQLite's
+busy_timeout; PostgreSQL's statement_timeout, lock_timeout and connect timeout), and on a hook call's
+path (suppression lookup, JWT replay check, recording issued cards) at most a quarter of the hook
+deadline. Records of issued cards and timeouts that cannot be written wait in a bounded queue per
+worker, retried by a writer thread (SPINE_CDS_WRITE_QUEUE_ROWS; past it the oldest are dropped,
+counted and logged: `Store.queue_status`, in /healthz and /stats). Feedback and the replay check
+that cannot reach the database raise `DatabaseUnavailable` (a 503 OperationOutcome with Retry-After),
+never a 500 and never a silent loss. SQLite: a file that is not writable (read-only, immutable, a
+read-only mount) is detected before each write and refused without touching it; one connection per
+process and file is never closed (`_keep_open`): closing the last connection that mapped the WAL
+index read-write after the files turned read-only is what crashed workers with SIGBUS. A file
+removed or replaced under us is detected by its inode before each write: never written to an
+unlinked file (lost), reconnected, and the schema made again when its folder is still there.
+
+**Retention** (SPINE_CDS_RETENTION_DAYS): `purge` deletes issued cards, feedback, suppressions and
+hook timeouts older than the period, in batches, and expired JWT ids. `maintain` runs it at most
+once a day, after a hook answer, on the writer thread: one worker (of any instance sharing the
+database) claims the day's run by a conditional UPDATE of `maintenance_runs`.
 """
 from __future__ import annotations
 
+import atexit
+import ctypes
+import errno
 import hashlib
 import json
+import logging
+import os
+import sqlite3
 import threading
-from datetime import datetime, timezone
+import time
+import weakref
+from collections import deque
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import (
     Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, create_engine, event,
-    and_, func, or_, select, text,
+    and_, delete, func, or_, select, text, update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+
+from .errors import Issue, Problem
+
+log = logging.getLogger(__name__)
+
+# What "the database failed" means here: driver errors, pool timeouts, the file system.
+DATABASE_ERRORS = (sa_exc.SQLAlchemyError, OSError, sqlite3.Error)
+RETRY_AFTER_SECONDS = 5
+PURGE_EVERY = timedelta(days=1)
+PURGE_BATCH = 5000
+SQLITE_BUSY_SLICE = 0.01  # the longest SQLite's own (blocking) busy wait may last; the rest is cooperative
 
 metadata = MetaData()
 
@@ -98,6 +138,13 @@ hook_timeouts = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+# One row per maintenance task (the purge): the worker whose UPDATE moves last_run_at runs it.
+maintenance_runs = Table(
+    "maintenance_runs", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_run_at", DateTime(timezone=True), nullable=False),
+)
+
 jwt_replay = Table(
     "jwt_replay", metadata,
     Column("token_key", String(64), primary_key=True),  # sha256(iss | jti)
@@ -110,26 +157,143 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class DatabaseUnavailable(Problem):
+    """The database could not take or give what was asked in time (locked, read-only, gone, down):
+    a 503 OperationOutcome with Retry-After. Raised by feedback and the JWT replay check; the
+    sentence names what was refused, never the data."""
+
+    def __init__(self, what: str, reason: str = "unavailable"):
+        super().__init__(503, [Issue("transient", f"{what}: the database is {reason}; nothing was stored, "
+                                                  f"retry in {RETRY_AFTER_SECONDS} s")],
+                         {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class _NotWritable(Exception):
+    """The SQLite file (or its -wal, -shm, folder) cannot be written, or vanished: not tried."""
+
+
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout: float = 2.0, hook_timeout: float | None = None,
+                 queue_rows: int = 10_000, retention_days: int = 400):
         parsed = make_url(url)
-        options = {"pool_pre_ping": True}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            options = {"connect_args": {"timeout": 10}}
-        self.engine = create_engine(url, **options)
         self.dialect = parsed.get_backend_name()
+        self.timeout = float(timeout)                       # every statement, lock and connect
+        self.hook_timeout = float(min(timeout, hook_timeout if hook_timeout is not None else timeout))
+        self.retention_days = retention_days
+        self.path: Path | None = None
         if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+                self.path = Path(parsed.database).resolve()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            options = {"connect_args": {"timeout": SQLITE_BUSY_SLICE}}
+        else:
+            options = {"pool_pre_ping": True, "pool_timeout": self.timeout,
+                       "connect_args": _postgres_timeouts(parsed, self.timeout)}
+        self.engine = create_engine(url, **options)
+        if self.dialect == "sqlite":
+            ref = weakref.ref(self)
+            event.listen(self.engine, "connect", lambda dbapi, record: _sqlite_connect(ref(), dbapi))
+        self._inode: tuple[int, int] | None = None
         self._purge_counter = 0
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}
+        self._queue = _WriteQueue(self, queue_rows)
+        self._next_maintenance = 0.0
         self.clock = utcnow  # what "now" is for cards, feedback and suppressions (tests set it)
 
+    @classmethod
+    def from_settings(cls, settings) -> "Store":
+        return cls(settings.sqlalchemy_url, timeout=settings.database_timeout,
+                   hook_timeout=settings.hook_deadline / 4, queue_rows=settings.write_queue_rows,
+                   retention_days=settings.retention_days)
+
+    # ------------------------------------------------------------ connections
+    def _attempts(self, timeout: float | None = None, write: bool = False):
+        """Attempts at a transaction (write) or connection (read), within `timeout` in all:
+
+            for attempt in self._attempts(timeout, write=True):
+                with attempt as conn:
+                    ...
+
+        PostgreSQL: one attempt, bounded by SET LOCAL statement_timeout and lock_timeout (psycopg waits
+        cooperatively under gevent). SQLite: its own busy wait is a blocking C sleep (it would stop every
+        greenlet of a gevent worker), so it is kept to SQLITE_BUSY_SLICE and the wait is here, in
+        time.sleep, between attempts, until `timeout`. SQLite writes first check the file is still
+        ours and writable (`_NotWritable`, nothing tried)."""
+        timeout = self.timeout if timeout is None else timeout
+        if write:
+            self._check_file()
+        if self.dialect != "sqlite":
+            yield _Timed(self, timeout, write)
+            return
+        ends = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            attempt = _Timed(self, min(timeout, SQLITE_BUSY_SLICE), write,
+                             retry_busy=time.monotonic() + pause < ends)
+            yield attempt
+            if not attempt.busy:
+                return
+            time.sleep(pause)
+            pause = min(0.1, pause * 2)
+
+    def _check_file(self) -> None:
+        """Before an SQLite write: the file is the one we opened (not removed, not replaced) and every
+        file SQLite writes is writable. Refusing here means the failing write never happens, so the
+        connection is never invalidated and closed (see `_keep_open`)."""
+        if self.path is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            if self.path.parent.is_dir():
+                self._reopen("removed")
+                return
+            raise _NotWritable("its folder is gone") from None
+        if self._inode is None:
+            self._inode = (stat.st_dev, stat.st_ino)
+        elif (stat.st_dev, stat.st_ino) != self._inode:
+            self._reopen("replaced")
+        for suffix in ("", "-wal", "-shm"):
+            name = f"{self.path}{suffix}"
+            try:
+                os.close(os.open(name, os.O_RDWR))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise _NotWritable("read-only") from None
+                raise
+        if not os.access(self.path.parent, os.W_OK):
+            raise _NotWritable("read-only (its folder)")
+
+    def _reopen(self, how: str) -> None:
+        """The file was removed or replaced: drop the pool (connections to the old file; its kept-open
+        one stays, so no close here is the last), and make the schema in the file now at the path."""
+        with self._lock:
+            log.error("database: the SQLite file was %s while in use: reconnecting%s", how,
+                      " and creating a new database" if how == "removed" else "")
+            self.engine.dispose()
+            self._inode = None
+            metadata.create_all(self.engine)
+            stat = os.stat(self.path)
+            self._inode = (stat.st_dev, stat.st_ino)
+
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        try:
+            if self.path is not None and self.path.exists():
+                self._check_file()
+            writable = True
+        except _NotWritable as exc:
+            log.error("database: the SQLite file is %s: hook calls answer, issued cards wait in memory, "
+                      "feedback is refused (503)", exc)
+            writable = False
+        if writable:
+            metadata.create_all(self.engine)
+            self._add_missing_columns()
+        if self.path is not None and self.path.exists():
+            stat = os.stat(self.path)
+            self._inode = (stat.st_dev, stat.st_ino)
 
     def _add_missing_columns(self) -> None:
         """Columns added since a database was created (there are no migrations yet): added in place,
@@ -147,13 +311,79 @@ class Store:
                         conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}{null}'))
 
     def after_fork(self) -> None:
-        """Each gunicorn worker opens its own connections (pools must not cross a fork)."""
+        """Each gunicorn worker opens its own connections (pools must not cross a fork), and runs the
+        scheduled purge (`maintain`): served workers only, never an app built by a test or a CLI."""
         self.engine.dispose(close=False)
+        self.scheduled_maintenance = True
+
+    scheduled_maintenance = False
+
+    def maintain(self) -> None:
+        """After a hook answer: at most once an hour per worker, ask the writer thread to run the
+        purge if no worker ran it in the last day (`scheduled_purge`). Costs nothing otherwise."""
+        if not self.scheduled_maintenance or not self.retention_days:
+            return
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + 3600
+        self._queue.request_purge()
+
+    def scheduled_purge(self) -> dict | None:
+        """The purge, when this worker wins the day's claim (one conditional UPDATE shared by every
+        worker and instance on the database); None when another one ran it within the day."""
+        now = self.clock()
+        for attempt in self._attempts(write=True):
+            with attempt as conn:
+                conn.execute(self._insert_ignoring_duplicates(maintenance_runs),
+                             {"name": "purge", "last_run_at": datetime(2000, 1, 1, tzinfo=timezone.utc)})
+                claimed = conn.execute(update(maintenance_runs)
+                                       .where(maintenance_runs.c.name == "purge",
+                                              maintenance_runs.c.last_run_at < now - PURGE_EVERY)
+                                       .values(last_run_at=now)).rowcount
+        if claimed != 1:
+            return None
+        counts = self.purge()
+        log.info("database: scheduled purge (retention %d days): %s", self.retention_days,
+                 " ".join(f"{name}={n}" for name, n in counts.items()))
+        return counts
+
+    def purge(self, retention_days: int | None = None, now: datetime | None = None) -> dict:
+        """Delete what is older than the retention period (issued cards, feedback, suppressions, hook
+        timeouts; 0 days: keep them) and expired JWT ids, in batches of PURGE_BATCH rows, one
+        transaction each (a lock is never held for the whole purge). Returns rows deleted per table."""
+        days = self.retention_days if retention_days is None else retention_days
+        now = now or self.clock()
+        cutoff = now - timedelta(days=days)
+        plan = [(jwt_replay, jwt_replay.c.token_key, jwt_replay.c.expires_at, now)]
+        if days:
+            plan = [(issued_cards, issued_cards.c.card_uuid, issued_cards.c.issued_at, cutoff),
+                    (feedback, feedback.c.id, feedback.c.received_at, cutoff),
+                    (suppressions, suppressions.c.id, suppressions.c.suppressed_at, cutoff),
+                    (hook_timeouts, hook_timeouts.c.id, hook_timeouts.c.at, cutoff), *plan]
+        counts = {}
+        for table, key, when, before in plan:
+            total = 0
+            while True:
+                batch = select(key).where(when < before).limit(PURGE_BATCH).scalar_subquery()
+                for attempt in self._attempts(write=True):
+                    with attempt as conn:
+                        deleted = conn.execute(delete(table).where(key.in_(batch))).rowcount
+                total += deleted
+                if deleted < PURGE_BATCH:
+                    break
+            counts[table.name] = total
+        return counts
 
     def ping(self) -> bool:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        for attempt in self._attempts(self.hook_timeout):
+            with attempt as conn:
+                conn.execute(text("SELECT 1"))
         return True
+
+    def queue_status(self) -> dict:
+        """This worker's queue of records waiting for the database (in /healthz and /stats)."""
+        return self._queue.status()
 
     def _insert_ignoring_duplicates(self, table):
         if self.dialect == "postgresql":
@@ -191,72 +421,114 @@ class Store:
                 "window_key": window_key,
                 "suppressed": suppressed,
             })
-        with self.engine.begin() as conn:
-            conn.execute(self._insert_ignoring_duplicates(issued_cards), rows)
+        self._record(issued_cards, rows)
 
     def record_timeout(self, service_id: str, hook_instance: str, elapsed_ms: float) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(hook_timeouts.insert().values(service_id=service_id, hook_instance=hook_instance,
-                                                       elapsed_ms=int(elapsed_ms), at=utcnow()))
+        self._record(hook_timeouts, [{"service_id": service_id, "hook_instance": hook_instance,
+                                      "elapsed_ms": int(elapsed_ms), "at": utcnow()}])
+
+    def _record(self, table: Table, rows: list[dict]) -> None:
+        """Write now (within the hook-path timeout), else queue for the writer thread; never raises
+        for the database. While records wait, new ones join the queue directly: order is kept and
+        no worker waits on a database already known to be failing."""
+        if not self._queue.pending():
+            try:
+                self._insert_rows(table, rows, self.hook_timeout)
+                return
+            except (_NotWritable, *DATABASE_ERRORS) as exc:
+                self._queue.failed(exc)
+                if not _transient(exc):
+                    self._queue.refused(table, rows, exc)
+                    return
+        self._queue.put(table, rows)
+
+    def _insert_rows(self, table: Table, rows: list[dict], timeout: float) -> None:
+        for attempt in self._attempts(timeout, write=True):
+            with attempt as conn:
+                conn.execute(self._insert_ignoring_duplicates(table), rows)
 
     # ---------------------------------------------------------------- feedback
     def store_feedback(self, service_id: str, items: list[dict]) -> dict:
         """Store each item once. Returns counts, the card uuids we never issued, and `suppressions`:
         how many items suppress their card from now on (accepted, or overridden with a reason, on a
         card that was shown; see service/suppression.py)."""
+        try:
+            summary = self._store_feedback(service_id, items)
+            self._check_still_ours()
+        except _NotWritable as exc:
+            raise DatabaseUnavailable("feedback was not stored", str(exc)) from None
+        except DATABASE_ERRORS as exc:
+            log.error("database: feedback not stored (%s): answered 503", type(exc).__name__)
+            raise DatabaseUnavailable("feedback was not stored") from None
+        return summary
+
+    def _check_still_ours(self) -> None:
+        """After a commit: the SQLite file is still the one written (removed mid-write: not stored)."""
+        if self.path is None or self._inode is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise _NotWritable("gone") from None
+        if (stat.st_dev, stat.st_ino) != self._inode:
+            raise _NotWritable("replaced")
+
+    def _store_feedback(self, service_id: str, items: list[dict]) -> dict:
         now = self.clock()
-        stored = duplicates = suppressed = 0
-        unknown: list[str] = []
-        with self.engine.begin() as conn:
-            uuids = sorted({item["card"] for item in items})
-            cards = {
-                row.card_uuid: row
-                for row in conn.execute(
-                    select(issued_cards.c.card_uuid, issued_cards.c.rule, issued_cards.c.silent,
-                           issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key)
-                    .where(issued_cards.c.card_uuid.in_(uuids))
-                )
-            }
-            known = {uuid: row.rule for uuid, row in cards.items()}
-            # RETURNING says whether a row went in (rowcount is unreliable with ON CONFLICT on psycopg).
-            insert = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
-            for item in items:
-                reason = (item.get("overrideReason") or {}).get("reason") or {}
-                accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
-                row = {
-                    "dedupe_key": _dedupe_key(service_id, item, accepted, reason),
-                    "service_id": service_id,
-                    "card_uuid": item["card"],
-                    "known_card": item["card"] in known,
-                    "rule": known.get(item["card"]),
-                    "outcome": item["outcome"],
-                    "accepted_suggestions": json.dumps(accepted),
-                    "override_system": reason.get("system"),
-                    "override_code": reason.get("code"),
-                    "override_display": reason.get("display"),
-                    "user_comment": (item.get("overrideReason") or {}).get("userComment"),
-                    "outcome_timestamp": item["outcomeTimestamp"],
-                    "outcome_at": item.get("_outcome_at"),
-                    "received_at": now,
+        for attempt in self._attempts(write=True):
+            with attempt as conn:  # retried whole when SQLite is busy: the counts start again
+                stored = duplicates = suppressed = 0
+                unknown: dict[str, None] = {}  # ordered, O(1) membership (a list made 1,000 items quadratic)
+                uuids = sorted({item["card"] for item in items})
+                cards = {
+                    row.card_uuid: row
+                    for row in conn.execute(
+                        select(issued_cards.c.card_uuid, issued_cards.c.rule, issued_cards.c.silent,
+                               issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key)
+                        .where(issued_cards.c.card_uuid.in_(uuids))
+                    )
                 }
-                if conn.execute(insert, row).first() is not None:
-                    stored += 1
-                    card = cards.get(item["card"])
-                    if card is not None and _suppresses(item, card):
-                        conn.execute(suppressions.insert().values(
-                            suppression_key=card.suppression_key, window_key=card.window_key, rule=card.rule,
-                            card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now))
-                        suppressed += 1
-                else:
-                    duplicates += 1
-                if item["card"] not in known and item["card"] not in unknown:
-                    unknown.append(item["card"])
-        return {"received": len(items), "stored": stored, "duplicates": duplicates, "unknownCards": unknown,
+                known = {uuid: row.rule for uuid, row in cards.items()}
+                # RETURNING says whether a row went in (rowcount is unreliable with ON CONFLICT on psycopg).
+                insert = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
+                for item in items:
+                    reason = (item.get("overrideReason") or {}).get("reason") or {}
+                    accepted = sorted(s["id"] for s in item.get("acceptedSuggestions") or [])
+                    row = {
+                        "dedupe_key": _dedupe_key(service_id, item),
+                        "service_id": service_id,
+                        "card_uuid": item["card"],
+                        "known_card": item["card"] in known,
+                        "rule": known.get(item["card"]),
+                        "outcome": item["outcome"],
+                        "accepted_suggestions": json.dumps(accepted),
+                        "override_system": reason.get("system"),
+                        "override_code": reason.get("code"),
+                        "override_display": reason.get("display"),
+                        "user_comment": (item.get("overrideReason") or {}).get("userComment"),
+                        "outcome_timestamp": item["outcomeTimestamp"],
+                        "outcome_at": item.get("_outcome_at"),
+                        "received_at": now,
+                    }
+                    if conn.execute(insert, row).first() is not None:
+                        stored += 1
+                        card = cards.get(item["card"])
+                        if card is not None and _suppresses(item, card):
+                            conn.execute(suppressions.insert().values(
+                                suppression_key=card.suppression_key, window_key=card.window_key, rule=card.rule,
+                                card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now))
+                            suppressed += 1
+                    else:
+                        duplicates += 1
+                    if item["card"] not in known:
+                        unknown[item["card"]] = None
+        return {"received": len(items), "stored": stored, "duplicates": duplicates, "unknownCards": list(unknown),
                 "suppressions": suppressed}
 
     def feedback_rows(self) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(feedback).order_by(feedback.c.id))]
+        for attempt in self._attempts():
+            with attempt as conn:
+                return [dict(r._mapping) for r in conn.execute(select(feedback).order_by(feedback.c.id))]
 
     def issued_rows(self) -> list[dict]:
         with self.engine.connect() as conn:
@@ -284,21 +556,23 @@ class Store:
             return set()
         query = select(s.suppression_key).distinct().where(and_(s.suppression_key.in_(sorted(set(keys))),
                                                                 or_(*clauses)))
-        with self.engine.connect() as conn:
-            return {row.suppression_key for row in conn.execute(query)}
+        for attempt in self._attempts(self.hook_timeout):
+            with attempt as conn:  # on the hook's path: within its deadline
+                return {row.suppression_key for row in conn.execute(query)}
 
     def secret(self, name: str, make) -> str:
         """A secret kept in the database, made once by `make()` (the first instance to insert it wins)."""
         cached = self._secrets.get(name)
         if cached is not None:
             return cached
-        with self.engine.begin() as conn:
-            value = conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
-            if value is None:
-                conn.execute(self._insert_ignoring_duplicates(service_secrets),
-                             {"name": name, "value": make(), "created_at": utcnow()})
-                value = conn.execute(select(service_secrets.c.value)
-                                     .where(service_secrets.c.name == name)).scalar_one()
+        for attempt in self._attempts(self.hook_timeout, write=True):
+            with attempt as conn:
+                value = conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
+                if value is None:
+                    conn.execute(self._insert_ignoring_duplicates(service_secrets),
+                                 {"name": name, "value": make(), "created_at": utcnow()})
+                    value = conn.execute(select(service_secrets.c.value)
+                                         .where(service_secrets.c.name == name)).scalar_one()
         self._secrets[name] = value
         return value
 
@@ -309,36 +583,214 @@ class Store:
         with self._lock:
             self._purge_counter += 1
             purge = self._purge_counter % 200 == 0
-        with self.engine.begin() as conn:
-            if purge:
-                conn.execute(jwt_replay.delete().where(jwt_replay.c.expires_at < utcnow()))
-            inserted = conn.execute(self._insert_ignoring_duplicates(jwt_replay).returning(jwt_replay.c.token_key),
-                                    {"token_key": key, "expires_at": expires_at}).first()
-            return inserted is not None
+        try:
+            for attempt in self._attempts(self.hook_timeout, write=True):
+                with attempt as conn:
+                    if purge:
+                        conn.execute(jwt_replay.delete().where(jwt_replay.c.expires_at < utcnow()))
+                    inserted = conn.execute(
+                        self._insert_ignoring_duplicates(jwt_replay).returning(jwt_replay.c.token_key),
+                        {"token_key": key, "expires_at": expires_at}).first()
+            self._check_still_ours()
+        except _NotWritable as exc:
+            raise DatabaseUnavailable(_REPLAY_REFUSED, str(exc)) from None
+        except DATABASE_ERRORS as exc:
+            log.error("database: JWT replay check failed (%s): refused with 503", type(exc).__name__)
+            raise DatabaseUnavailable(_REPLAY_REFUSED) from None
+        return inserted is not None
 
     def stats(self) -> dict:
-        with self.engine.connect() as conn:
-            by_rule = {row.rule: row.n for row in conn.execute(
-                select(issued_cards.c.rule, func.count().label("n"))
-                .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
-                .group_by(issued_cards.c.rule))}
-            silent = {row.rule: row.n for row in conn.execute(
-                select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(True))
-                .group_by(issued_cards.c.rule))}
-            suppressed = {row.rule: row.n for row in conn.execute(
-                select(issued_cards.c.rule, func.count().label("n"))
-                .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(True))
-                .group_by(issued_cards.c.rule))}
-            outcomes = {row.outcome: row.n for row in conn.execute(
-                select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
-            timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
+        try:
+            out = self._stats()
+        except DATABASE_ERRORS as exc:
+            log.error("database: statistics unavailable (%s)", type(exc).__name__)
+            raise DatabaseUnavailable("statistics are unavailable") from None
+        out["writeQueue"] = self.queue_status()
+        return out
+
+    def _stats(self) -> dict:
+        for attempt in self._attempts():
+            with attempt as conn:
+                by_rule = {row.rule: row.n for row in conn.execute(
+                    select(issued_cards.c.rule, func.count().label("n"))
+                    .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
+                    .group_by(issued_cards.c.rule))}
+                silent = {row.rule: row.n for row in conn.execute(
+                    select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(True))
+                    .group_by(issued_cards.c.rule))}
+                suppressed = {row.rule: row.n for row in conn.execute(
+                    select(issued_cards.c.rule, func.count().label("n"))
+                    .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(True))
+                    .group_by(issued_cards.c.rule))}
+                outcomes = {row.outcome: row.n for row in conn.execute(
+                    select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
+                timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
         return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "silentCardsByRule": silent,
                 "suppressedCardsByRule": suppressed, "feedback": outcomes, "hookTimeouts": timeouts}
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(table)).scalar_one()
+        for attempt in self._attempts():
+            with attempt as conn:
+                return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+class _WriteQueue:
+    """Records (issued cards, hook timeouts) the database could not take yet, per process: bounded
+    by `cap` rows (the oldest dropped first, counted and logged), retried by one daemon thread with
+    backoff (0.25 s doubling to 30 s), flushed once more at exit. The thread also runs the scheduled
+    purge. A forked worker starts with an empty queue and its own thread and locks."""
+
+    IDLE_EXIT = 60.0
+
+    def __init__(self, store: Store, cap: int):
+        self._store = weakref.ref(store)
+        self.cap = max(1, cap)
+        self._pid = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.batches: deque[tuple[Table, list[dict]]] = deque()
+        self.rows = 0
+        self.dropped = 0
+        self.written_late = 0
+        self.last_error: str | None = None
+        self.purge_due = False
+        self.in_flight = None
+        self._exit_hook = False
+
+    def _here(self) -> threading.Condition:
+        if self._pid != os.getpid():
+            with _KEPT_LOCK:
+                if self._pid != os.getpid():
+                    self._reset()
+        return self._cond
+
+    def pending(self) -> bool:
+        return self._pid == os.getpid() and bool(self.batches)
+
+    def status(self) -> dict:
+        if self._pid != os.getpid():
+            return {"pendingRecords": 0, "droppedRecords": 0, "writtenLate": 0, "lastError": None}
+        return {"pendingRecords": self.rows, "droppedRecords": self.dropped, "writtenLate": self.written_late,
+                "lastError": self.last_error}
+
+    def failed(self, exc: BaseException) -> None:
+        self.last_error = type(exc).__name__ if not isinstance(exc, _NotWritable) else f"not writable: {exc}"
+
+    def put(self, table: Table, rows: list[dict]) -> None:
+        dropped = 0
+        with self._here():
+            first = not self.batches
+            while self.batches and self.rows + len(rows) > self.cap:
+                # the oldest, but not the one the writer is writing (it may yet go in)
+                victim = 1 if self.batches[0] is self.in_flight and len(self.batches) > 1 else 0
+                _, old = self.batches[victim]
+                del self.batches[victim]
+                self.rows -= len(old)
+                dropped += len(old)
+            if len(rows) > self.cap:
+                dropped += len(rows)
+            else:
+                self.batches.append((table, rows))
+                self.rows += len(rows)
+            self.dropped += dropped
+            pending = self.rows
+            self._start()
+            self._cond.notify()
+        if first:
+            log.error("database: cannot write (%s): %s records kept in memory and retried (at most %d rows)",
+                      self.last_error or "unavailable", table.name, self.cap)
+        if dropped:
+            log.error("database: write queue full (%d rows): %d oldest records dropped, %d dropped in this "
+                      "worker so far", pending, dropped, self.dropped)
+
+    def refused(self, table: Table, rows: list[dict], exc: BaseException) -> None:
+        """Records the database refuses (not a fault of the moment: a value too long, a constraint):
+        retrying cannot help; dropped, counted and logged (the error type only)."""
+        with self._here():
+            self.dropped += len(rows)
+        log.error("database: %d %s records refused (%s): dropped, not retried", len(rows), table.name,
+                  type(exc).__name__)
+
+    def request_purge(self) -> None:
+        with self._here():
+            self.purge_due = True
+            self._start()
+            self._cond.notify()
+
+    def _start(self) -> None:  # with self._cond held
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="spine-cds-db-writer", daemon=True)
+            self._thread.start()
+        if not self._exit_hook:
+            self._exit_hook = True
+            atexit.register(self.flush_at_exit, os.getpid())
+
+    def _run(self) -> None:
+        backoff = 0.25
+        while True:
+            with self._cond:
+                if not self.batches and not self.purge_due:
+                    self._cond.wait(self.IDLE_EXIT)
+                    if not self.batches and not self.purge_due:
+                        self._thread = None
+                        return
+                purge, self.purge_due = self.purge_due, False
+                batch = self.in_flight = self.batches[0] if self.batches else None
+            store = self._store()
+            if store is None:
+                return
+            if batch is not None and self._write(store, batch):
+                backoff = 0.25
+            elif batch is not None:
+                time.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+            if purge:
+                try:
+                    store.scheduled_purge()
+                except (_NotWritable, *DATABASE_ERRORS) as exc:
+                    log.error("database: scheduled purge failed (%s); tried again in an hour", type(exc).__name__)
+            del store
+
+    def _write(self, store: Store, batch) -> bool:
+        table, rows = batch
+        try:
+            store._insert_rows(table, rows, store.timeout)
+            written = True
+        except (_NotWritable, *DATABASE_ERRORS) as exc:
+            self.failed(exc)
+            if _transient(exc):
+                return False
+            written = False  # would fail forever and hold back every record behind it
+            self.refused(table, rows, exc)
+        with self._cond:
+            if self.batches and self.batches[0] is batch:
+                self.batches.popleft()
+                self.rows -= len(rows)
+            if written:
+                self.written_late += len(rows)
+            drained = not self.batches
+        if drained:
+            log.warning("database: available again: queued records written (%d in this worker so far)",
+                        self.written_late)
+        return True
+
+    def flush_at_exit(self, pid: int) -> None:
+        """At a worker's exit: one more try for what waits; what cannot be written is counted lost."""
+        store = self._store()
+        if pid != os.getpid() or store is None or not self.batches:
+            return
+        while self.batches and self._write(store, self.batches[0]):
+            pass
+        if self.batches:
+            try:
+                log.error("database: exiting with %d records not written (lost)", self.rows)
+            except Exception:  # noqa: BLE001 - logging may already be shut down
+                pass
 
 
 def _suppresses(item: dict, card) -> bool:
@@ -352,15 +804,121 @@ def _suppresses(item: dict, card) -> bool:
     return item["outcome"] == "overridden" and bool(reason.get("code"))
 
 
-def _dedupe_key(service_id: str, item: dict, accepted: list[str], reason: dict) -> str:
-    identity = [service_id, item["card"], item["outcome"], item["outcomeTimestamp"], accepted,
-                reason.get("system"), reason.get("code"),
-                (item.get("overrideReason") or {}).get("userComment")]
+def _dedupe_key(service_id: str, item: dict) -> str:
+    """One feedback per card and outcome: the first is stored, the same again (another timestamp,
+    reason or comment: a resend, a double click) is a duplicate. Rows stored before this rule keep
+    the key they had (it included the timestamp)."""
+    identity = ["v2", service_id, item["card"], item["outcome"]]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+_REPLAY_REFUSED = "the request was refused: its JWT id (jti) could not be checked against replays"
+
+
+class _Timed:
+    """One attempt of `Store._attempts`: a connection or transaction whose statements wait at most
+    `timeout` (SQLite busy_timeout, reset on the way out; PostgreSQL SET LOCAL statement_timeout and
+    lock_timeout, which end with the transaction). With `retry_busy`, an SQLite "database is
+    locked/busy" is swallowed and flagged (`busy`) for another attempt."""
+
+    def __init__(self, store: Store, timeout: float, write: bool, retry_busy: bool = False):
+        self.store, self.ms, self.write = store, max(1, int(timeout * 1000)), write
+        self.retry_busy, self.busy = retry_busy, False
+
+    def __enter__(self):
+        self._cm = self.store.engine.begin() if self.write else self.store.engine.connect()
+        conn = self._cm.__enter__()
+        try:
+            if self.store.dialect == "sqlite":
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {self.ms}")
+            elif self.store.dialect == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {self.ms}")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {self.ms}")
+        except BaseException:
+            self._cm.__exit__(*__import__("sys").exc_info())
+            raise
+        self.conn = conn
+        return conn
+
+    def __exit__(self, kind, value, tb):
+        if kind is None and self.store.dialect == "sqlite":
+            try:
+                self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_SLICE * 1000)}")
+            except DATABASE_ERRORS:
+                pass
+        try:
+            self._cm.__exit__(kind, value, tb)  # commit (may itself be busy) or roll back
+        except sa_exc.OperationalError as exc:
+            if not (self.retry_busy and _busy(exc)):
+                raise
+            self.busy = True
+            return True
+        if kind is not None and self.retry_busy and issubclass(kind, sa_exc.OperationalError) and _busy(value):
+            self.busy = True
+            return True
+        return False
+
+
+def _transient(exc: BaseException) -> bool:
+    """A fault of the moment (locked, timed out, read-only, gone, disconnected): worth retrying.
+    DataError, IntegrityError, ProgrammingError are not."""
+    if isinstance(exc, (sa_exc.DataError, sa_exc.IntegrityError, sa_exc.ProgrammingError)):
+        return False
+    return True
+
+
+def _busy(exc) -> bool:
+    message = str(getattr(exc, "orig", exc)).lower()
+    return "locked" in message or "busy" in message
+
+
+def _postgres_timeouts(url, timeout: float) -> dict:
+    """libpq options: statement and lock timeouts for every session (added to the URL's own
+    `options`, e.g. a search_path), and a connect timeout (libpq's least is 2 s)."""
+    ms = max(1, int(timeout * 1000))
+    own = url.query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    return {"options": f"{own} -c statement_timeout={ms} -c lock_timeout={ms}".strip(),
+            "connect_timeout": max(2, int(timeout + 0.999))}
+
+
+def _sqlite_connect(store: Store | None, dbapi_connection) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:  # a read-only file keeps its journal mode
+        pass
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SLICE * 1000)}")
     cursor.close()
+    if store is not None and store.path is not None:
+        _keep_open(store.path)
+
+
+_KEPT_OPEN: dict[tuple[int, int, int], sqlite3.Connection] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def _keep_open(path: Path) -> None:
+    """One connection per process and database file that is never closed nor deallocated.
+
+    In WAL mode every connection maps the -shm file. When the database files turn read-only (chmod,
+    chattr +i, a read-only remount) while mapped read-write, closing the *last* connection of the
+    process to that file crashes the process with SIGBUS (measured: SQLite 3.40, a failed write
+    invalidates the pool's only connection, which is closed). With this one always open, no pool
+    connection is ever the last; the OS releases it when the process exits. A process that opens
+    the file when it is already read-only maps it read-only, which is safe."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return
+    key = (os.getpid(), stat.st_dev, stat.st_ino)
+    with _KEPT_LOCK:
+        if key in _KEPT_OPEN:
+            return
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # maps the WAL index
+        except sqlite3.Error:
+            return
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # never deallocated, so never closed
+        _KEPT_OPEN[key] = conn

@@ -23,14 +23,19 @@ blueprint.before_request(require_jwt)
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("accepted", "overridden")
-MAX_ITEMS = 1000
+MAX_ITEMS = 100        # defaults of SPINE_CDS_FEEDBACK_MAX_ITEMS and SPINE_CDS_FEEDBACK_MAX_COMMENT
+MAX_COMMENT = 2000
+MAX_CODING_CHARS = 512  # overrideReason.reason system, code, display
+MAX_SUGGESTIONS = 64    # acceptedSuggestions per item
+MAX_ISSUES = 50
 
 
 @blueprint.post("/cds-services/<service_id>/feedback")
 def post_feedback(service_id: str):
     if service_id not in SERVICES:
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}")
-    items = parse_feedback(json_body())
+    settings = runtime().settings
+    items = parse_feedback(json_body(), settings.feedback_max_items, settings.feedback_max_comment)
     summary = runtime().store.store_feedback(service_id, items)
     suppressions = summary.pop("suppressions", 0)
     log.info("feedback service=%s received=%d stored=%d duplicates=%d unknown_cards=%d suppressions=%d",
@@ -39,17 +44,24 @@ def post_feedback(service_id: str):
     return jsonify(summary)
 
 
-def parse_feedback(body) -> list[dict]:
+def parse_feedback(body, max_items: int = MAX_ITEMS, max_comment: int = MAX_COMMENT) -> list[dict]:
+    """The valid items, or a Problem: 413 over `max_items` (SPINE_CDS_FEEDBACK_MAX_ITEMS), 400 naming
+    every invalid item (a comment over `max_comment` characters among them); at most MAX_ISSUES issues."""
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
         raise Problem.of(400, "required", "the body must be an object with a `feedback` array", "feedback")
     items = body["feedback"]
     if not items:
         raise Problem.of(400, "required", "`feedback` must hold at least one item", "feedback")
-    if len(items) > MAX_ITEMS:
-        raise Problem.of(400, "too-long", f"at most {MAX_ITEMS} feedback items per request", "feedback")
+    if len(items) > max_items:
+        raise Problem.of(413, "too-long", f"{len(items)} feedback items: at most {max_items} per request "
+                                          "(SPINE_CDS_FEEDBACK_MAX_ITEMS); send them in several requests", "feedback")
     issues: list[Issue] = []
     for n, item in enumerate(items):
-        issues.extend(_item_issues(item, f"feedback[{n}]"))
+        issues.extend(_item_issues(item, f"feedback[{n}]", max_comment))
+        if len(issues) >= MAX_ISSUES:
+            issues = issues[:MAX_ISSUES] + [Issue("too-costly", f"more problems not listed (at most {MAX_ISSUES})",
+                                                  "feedback")]
+            break
     if issues:
         raise Problem(400, issues)
     for item in items:
@@ -57,7 +69,7 @@ def parse_feedback(body) -> list[dict]:
     return items
 
 
-def _item_issues(item, where: str) -> list[Issue]:
+def _item_issues(item, where: str, max_comment: int = MAX_COMMENT) -> list[Issue]:
     if not isinstance(item, dict):
         return [Issue("structure", "a feedback item must be an object", where)]
     issues = [Issue("invalid", f"{name} must not be null: omit it when it has no value", f"{where}.{name}")
@@ -82,6 +94,9 @@ def _item_issues(item, where: str) -> list[Issue]:
                 for s in accepted):
             issues.append(Issue("invalid", "acceptedSuggestions must be a list of {id: suggestion uuid}",
                                 f"{where}.acceptedSuggestions"))
+        elif len(accepted) > MAX_SUGGESTIONS:
+            issues.append(Issue("too-long", f"at most {MAX_SUGGESTIONS} acceptedSuggestions per item",
+                                f"{where}.acceptedSuggestions"))
     reason = item.get("overrideReason")
     if reason is not None:
         if not isinstance(reason, dict):
@@ -96,8 +111,16 @@ def _item_issues(item, where: str) -> list[Issue]:
                                                    for k in ("system", "display"))):
                 issues.append(Issue("invalid", "overrideReason.reason must be a Coding with a code",
                                     f"{where}.overrideReason.reason"))
+            elif coding is not None and any(len(coding.get(k, "")) > MAX_CODING_CHARS
+                                            for k in ("system", "code", "display")):
+                issues.append(Issue("too-long", f"overrideReason.reason system, code and display: at most "
+                                                f"{MAX_CODING_CHARS} characters each", f"{where}.overrideReason.reason"))
             if "userComment" in reason and not isinstance(reason["userComment"], str):
                 issues.append(Issue("invalid", "userComment must be a string",
+                                    f"{where}.overrideReason.userComment"))
+            elif len(reason.get("userComment", "")) > max_comment:
+                issues.append(Issue("too-long", f"userComment has {len(reason['userComment'])} characters: at most "
+                                                f"{max_comment} (SPINE_CDS_FEEDBACK_MAX_COMMENT)",
                                     f"{where}.overrideReason.userComment"))
     return issues
 

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 @blueprint.get("/healthz")
 def alive():
-    return jsonify({"status": "pass"})
+    """Alive, whatever the database does; with this worker's queue of records waiting for the
+    database (pending, dropped when the queue was full, written late, the last error's type)."""
+    return jsonify({"status": "pass", "database": {"writeQueue": runtime().store.queue_status()}})
 
 
 @blueprint.get("/readyz")
