@@ -145,3 +145,31 @@ def test_the_playground_shows_a_quote_marked_in_its_paragraph(served, browser):
     marks = [m.text for m in card.find_elements(By.CSS_SELECTOR, ".evidence mark")]
     assert len(marks) == len(set(marks))  # each quote once
     _shot(browser, "playground-quote-in-paragraph")
+
+
+def test_the_playground_shows_chart_markup_as_text(served, browser):
+    """Issue 11: a request whose chart carries markdown and HTML payloads (a Condition code, a note's
+    text) shows them as text: no <img>, <script> or javascript: link in the card DOM."""
+    import json
+
+    from .test_injection import PAYLOADS, injected_request
+
+    client = served.server.app.test_client()
+    for field, payload in (("Condition.code", "link"), ("Condition.code", "image"),
+                           ("DocumentReference.content", "html"), ("DiagnosticReport.conclusion", "script")):
+        body = injected_request(client, field, payload)
+        browser.get(served.url + "/")
+        Select(browser.find_element(By.NAME, "service")).select_by_value(
+            "spine-coding-order-sign" if body["hook"] == "order-sign" else "spine-coding-encounter-sign")
+        browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.NAME, "request"),
+                               json.dumps(body))
+        _submit(browser, browser.find_element(By.ID, "run"), ".card")
+        cards = browser.find_elements(By.CSS_SELECTOR, ".card")
+        assert cards, field
+        for card in cards:
+            assert not card.find_elements(By.CSS_SELECTOR, "img, script, iframe, svg, [onerror]"), (field, payload)
+            for link in card.find_elements(By.TAG_NAME, "a"):
+                assert not (link.get_attribute("href") or "").lower().startswith("javascript:"), (field, payload)
+        shown = " ".join(c.text for c in cards).casefold()
+        assert PAYLOADS[payload].split(".")[0].casefold() in shown, (field, payload)
+    _shot(browser, "playground-chart-markup-as-text")
