@@ -26,6 +26,13 @@ largest sizes ("last step"); and flags a shape whose exponent (either) is above 
 largest size costs more than the 1 s hook deadline (or whose hook call does). The JSON goes
 to bench/results/worst_case.json. Figures are the in-process cost on this machine, not a test
 (tests/test_bench.py only checks that every shape gets its figures).
+
+Then (first, or alone with --html-only; --no-html to skip) the HTML reader: html_to_text on 18 markup shapes
+(typical notes as HTML; '<![', unclosed tags, '<div>' * n, misnested and foster-parented tags, huge
+attributes, comment and CDATA floods, NUL, invalid UTF-8, lone surrogates, entity floods) at 100 KB, 256 KB
+and 1 MB (8 and 32 KB with --quick), beside the home-made scanner it replaced and, where installed, the
+libraries it was chosen from (selectolax, lxml, html5lib, justhtml; --html-readers to choose): ms, peak
+memory, growth exponent and the characters of text read, each in a forked process killed at --timeout.
 """
 from __future__ import annotations
 
@@ -398,6 +405,289 @@ def _fill(template: str, rng: random.Random) -> str:
 _shapes()
 
 
+# ------------------------------------------------------------------- the HTML reader
+# The markup shapes an attachment can carry, for service.clinical_text.html_to_text (the reader of the code
+# measured) against the candidates it was chosen from, where installed (pip install selectolax lxml html5lib
+# justhtml; the bench never installs them), and the home-made scanner it replaced (below, kept as the
+# baseline). Each measurement in a forked process (killed at the timeout), peak memory from VmHWM.
+HTML_SIZES = (100 * KB, 256 * KB, 1024 * KB)  # 1 MB: the reader's MAX_MARKUP_CHARS
+HTML_QUICK_SIZES = (8 * KB, 32 * KB)
+
+
+def _html_unit(unit: str):
+    return lambda size: (unit * (size // len(unit) + 1))[:size]
+
+
+def _html_halves(first: str, second: str):
+    return lambda size: _html_unit(first)(size // 2) + _html_unit(second)(size - size // 2)
+
+
+def _html_notes(size: int) -> str:
+    import html as _h
+    text = text_of("prose-mixed", size)
+    return "".join("<p>" + _h.escape(p).replace("\n", "<br>\n") + "</p>\n" for p in text.split("\n\n"))[:size]
+
+
+def _html_bad_utf8(size: int) -> str:
+    return (b"No fracture \xff\xfe\xc3( \xed\xa0\x80 <p>C1-C2</p>" * (size // 30 + 1))[:size].decode("utf-8", "replace")
+
+
+HTML_SHAPES = {
+    "notes": ("typical notes: the prose documents as <p>/<br> HTML", _html_notes),
+    "lt-bang": ("'<![' repeated (broke html.parser)", _html_unit("<![")),
+    "unclosed-tags": ("'<a ' repeated: one tag, its attributes never closed", _html_unit("<a ")),
+    "div-deep": ("'<div>' repeated: nesting as deep as the markup", _html_unit("<div>")),
+    "div-deep-close-p": ("'<div>' * n then '</p>' * n: a scope walk per end tag", _html_halves("<div>", "</p>")),
+    "b-p": ("'<b><p>' repeated: the adoption agency", _html_unit("<b><p>")),
+    "a-table-b": ("'<a><table><b>x' repeated: foster parenting", _html_unit("<a><table><b>x")),
+    "td-flood": ("'<td>x' repeated", _html_unit("<td>x")),
+    "huge-attribute": ("one attribute the size of the markup", lambda size: '<p title="' + "x" * (size - 20) + '">t</p>'),
+    "comments": ("'<!-- x -->' repeated", _html_unit("<!-- x -->")),
+    "comment-open": ("'<!--' repeated, never closed", _html_unit("<!--")),
+    "cdata": ("'<![CDATA[' repeated", _html_unit("<![CDATA[")),
+    "nul": ("NUL characters among text and tags", _html_unit("No fracture.\x00<p>\x00</p>")),
+    "bad-utf8": ("invalid UTF-8 decoded with replacement characters", _html_bad_utf8),
+    "surrogates": ("lone surrogates among tags", _html_unit("a\ud800<p>\udfff</p>")),
+    "entities": ("'&amp;' repeated", _html_unit("&amp;")),
+    "entities-open": ("'&amp' repeated, no semicolon", _html_unit("&amp")),
+    "lt-text": ("'pain < 5 ' repeated: a '<' that is text", _html_unit("pain < 5 ")),
+}
+
+_SCANNER_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "td", "th", "ul",
+                   "ol", "table", "hr", "pre", "blockquote", "dt", "dd"}
+_SCANNER_SKIPPED = {"script", "style", "head", "title"}
+
+
+def _finish(parts: list[str]) -> str:
+    import re
+    return re.sub(r"\n\s*\n+", "\n", re.sub(r"[ \t\r\f\v]+", " ", "".join(parts))).strip()
+
+
+def scanner_html_to_text(markup: str) -> str:
+    """The home-made linear scanner html_to_text was until issue 11, as the baseline."""
+    import html as _h
+    import re
+    tag_name = re.compile(r"</?\s*([A-Za-z][A-Za-z0-9]*)")
+    parts, lowered, position, length = [], markup.lower(), 0, len(markup)
+    while position < length:
+        start = markup.find("<", position)
+        if start < 0:
+            parts.append(_h.unescape(markup[position:]))
+            break
+        parts.append(_h.unescape(markup[position:start]))
+        if markup.startswith("<!--", start):
+            end = markup.find("-->", start + 4)
+            position = length if end < 0 else end + 3
+            continue
+        end = markup.find(">", start + 1)
+        if end < 0:
+            break
+        tag = tag_name.match(markup, start, end)
+        position = end + 1
+        if tag is None:
+            continue
+        name = tag.group(1).lower()
+        if name in _SCANNER_BLOCKS:
+            parts.append("\n")
+        elif name in _SCANNER_SKIPPED and markup[start + 1:tag.start(1)].strip() != "/":
+            close = lowered.find("</" + name, position)
+            if close < 0:
+                break
+            after = markup.find(">", close)
+            position = length if after < 0 else after + 1
+    return _finish(parts)
+
+
+def _selectolax(markup: str) -> str:
+    from selectolax.lexbor import LexborHTMLParser
+    top = LexborHTMLParser(markup).root
+    if top is None:
+        return ""
+    top = top.parent or top
+    top_id, parts, node = top.mem_id, [], top
+    while True:
+        tag = node.tag
+        if tag == "-text":
+            parts.append(node.text_content or "")
+        elif node.mem_id == top_id or tag[0] not in "-!" and tag not in _SCANNER_SKIPPED:
+            if tag in _SCANNER_BLOCKS:
+                parts.append("\n")
+            if node.child is not None:
+                node = node.child
+                continue
+        while node.mem_id != top_id and node.next is None:
+            node = node.parent
+            if node.tag in _SCANNER_BLOCKS:
+                parts.append("\n")
+        if node.mem_id == top_id:
+            return _finish(parts)
+        node = node.next
+
+
+def _etree_text(root) -> str:
+    from lxml import etree
+    parts, skipping = [], 0
+    for event, element in etree.iterwalk(root, events=("start", "end")):
+        tag = element.tag.lower() if isinstance(element.tag, str) else None
+        if event == "start":
+            if tag is None:
+                continue
+            if skipping or tag in _SCANNER_SKIPPED:
+                skipping += 1
+                continue
+            if tag in _SCANNER_BLOCKS:
+                parts.append("\n")
+            parts.append(element.text or "")
+        else:
+            if tag is not None and skipping:
+                skipping -= 1
+                if skipping:
+                    continue
+            elif tag in _SCANNER_BLOCKS:
+                parts.append("\n")
+            if not skipping:
+                parts.append(element.tail or "")
+    return _finish(parts)
+
+
+def _lxml(markup: str) -> str:
+    import lxml.html
+    from lxml import etree
+    try:
+        return _etree_text(lxml.html.document_fromstring(markup))
+    except (etree.ParserError, ValueError):
+        return ""
+
+
+def _html5lib(markup: str) -> str:
+    import html5lib
+    return _etree_text(html5lib.parse(markup, treebuilder="lxml", namespaceHTMLElements=False).getroot())
+
+
+def _justhtml(markup: str) -> str:
+    from justhtml import JustHTML
+    parts, stack = [], [(JustHTML(markup).root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        name = getattr(node, "name", None)
+        if leaving:
+            parts.append("\n")
+        elif name == "#text":
+            parts.append(node.data or "")
+        elif name in ("#document", "#document-fragment") or name and name[0] != "#" and name not in _SCANNER_SKIPPED:
+            if name in _SCANNER_BLOCKS:
+                parts.append("\n")
+                stack.append((node, True))
+            stack.extend((child, False) for child in reversed(getattr(node, "children", None) or []))
+    return _finish(parts)
+
+
+def _service_reader(markup: str) -> str:
+    from service.clinical_text import html_to_text
+    return html_to_text(markup)
+
+
+HTML_READERS = {"service": ("service.clinical_text.html_to_text of the code measured", None, _service_reader),
+                "scanner": ("the home-made scanner before issue 11", None, scanner_html_to_text),
+                "selectolax": ("selectolax (lexbor)", "selectolax", _selectolax),
+                "lxml": ("lxml.html (libxml2)", "lxml", _lxml),
+                "html5lib": ("html5lib (pure Python)", "html5lib", _html5lib),
+                "justhtml": ("justhtml (pure Python)", "justhtml", _justhtml)}
+
+
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key))
+
+
+def _html_child(conn, reader: str, shape: str, size: int) -> None:
+    try:
+        markup = HTML_SHAPES[shape][1](size)
+        read = HTML_READERS[reader][2]
+        read(markup[:2000])
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM: the peak from here on
+        base, best, out = _vm("VmRSS"), None, ""
+        for _ in range(3):
+            started = time.perf_counter()
+            out = read(markup)
+            ms = 1000 * (time.perf_counter() - started)
+            best = ms if best is None else min(best, ms)
+            if ms > 1000:
+                break
+        conn.send({"status": "ok", "ms": round(best, 2), "peak_mb": round((_vm("VmHWM") - base) / 1024, 1),
+                   "chars_out": len(out)})
+    except BaseException as exc:  # noqa: BLE001 - the measurement's result
+        conn.send({"status": f"error: {type(exc).__name__}"})
+
+
+def _html_measure(reader: str, shape: str, size: int, timeout: float) -> dict:
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_html_child, args=(child, reader, shape, size), daemon=True)
+    process.start()
+    row = parent.recv() if parent.poll(timeout) else {"status": "timeout", "lower_bound_ms": 1000 * timeout}
+    process.kill()
+    process.join()
+    return {"bytes": size, **row}
+
+
+def measure_html(quick: bool, timeout: float, readers: list[str] | None) -> dict:
+    import importlib.util
+    sizes = HTML_QUICK_SIZES if quick else HTML_SIZES
+    chosen = readers or (["service", "scanner"] if quick else list(HTML_READERS))
+    out = {"sizes": list(sizes), "readers": {}}
+    for reader in chosen:
+        about, module, _ = HTML_READERS[reader]
+        if module and importlib.util.find_spec(module) is None:
+            out["readers"][reader] = {"about": about, "status": "not installed"}
+            continue
+        entry = {"about": about, "shapes": {}}
+        for shape in HTML_SHAPES:
+            print(f"  html {reader} {shape} ...", file=sys.stderr, flush=True)
+            rows = []
+            for size in sizes:
+                rows.append(_html_measure(reader, shape, size, timeout))
+                if rows[-1]["status"] != "ok":
+                    break
+            done = [(r["bytes"], r["ms"]) for r in rows if r["status"] == "ok" and r["ms"] >= 0.5]
+            slow = [r for r in rows if r["status"] == "timeout"]
+            if slow and done:
+                done.append((slow[0]["bytes"], slow[0]["lower_bound_ms"]))
+            entry["shapes"][shape] = {"sizes": rows, "exponent": round(exponent(done), 2) if len(done) >= 2 else None,
+                                      "exponent_is_lower_bound": bool(slow)}
+        out["readers"][reader] = entry
+    return out
+
+
+def html_report(r: dict) -> str:
+    sizes = r["sizes"]
+    label = [f"{s // (1024 * KB)} MB" if s >= 1024 * KB else f"{s // KB} KB" for s in sizes]
+    lines = ["", "The HTML reader: html_to_text on hostile and typical markup, a forked process each, best of 3: "
+             "ms / peak MB above the start (TO = killed at the timeout)",
+             f"{'shape':<18}{'reader':<12}" + "".join(f"{x:>18}" for x in label) + f"{'exponent':>10}"
+             f"{'text out':>10}"]
+    for shape in HTML_SHAPES:
+        for reader, entry in r["readers"].items():
+            if "shapes" not in entry:
+                continue
+            e = entry["shapes"][shape]
+            cells = []
+            for row in e["sizes"]:
+                cells.append(f"{row['ms']:.1f} / {row['peak_mb']:.0f}" if row["status"] == "ok" else
+                             "TO" if row["status"] == "timeout" else row["status"][:17])
+            cells += [""] * (len(sizes) - len(cells))
+            exp = "n/a" if e["exponent"] is None else ((">=" if e["exponent_is_lower_bound"] else "") + f"{e['exponent']:.2f}")
+            ok = [row for row in e["sizes"] if row["status"] == "ok"]
+            chars = f"{ok[-1]['chars_out']:,}" if ok else "-"  # characters of text from the largest size read
+            lines.append(f"{shape:<18}{reader:<12}" + "".join(f"{c:>18}" for c in cells) + f"{exp:>10}{chars:>10}")
+    missing = [name for name, entry in r["readers"].items() if entry.get("status") == "not installed"]
+    if missing:
+        lines.append("not installed (not measured): " + ", ".join(missing))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the worker
 def _worker(conn, db_path: str) -> None:
     """Runs measurements sent by the parent, one at a time; the parent kills it on a timeout."""
@@ -754,6 +1044,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(20; 3 with --quick)")
     parser.add_argument("--shapes", nargs="*", default=None, help="only these shapes (all by default)")
     parser.add_argument("--no-hook", action="store_true", help="the reader only, not the whole hook call")
+    parser.add_argument("--no-html", action="store_true", help="not the HTML reader's markup shapes")
+    parser.add_argument("--html-only", action="store_true", help="only the HTML reader's markup shapes")
+    parser.add_argument("--html-readers", nargs="*", default=None, help=f"HTML readers compared (all installed of "
+                        f"{', '.join(HTML_READERS)}; service and scanner with --quick)")
     parser.add_argument("--code", type=Path, default=None, help="the checkout whose service/ is measured "
                         "(default: this one), e.g. a worktree of the reader before a rewrite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "worst_case.json")
@@ -787,10 +1081,15 @@ def main(argv: list[str] | None = None) -> int:
                "code": str(Path(service.__file__).resolve().parent.parent),
                "hook_deadline_s": HOOK_DEADLINE_S, "exponent_limit": EXPONENT_LIMIT, "shapes": {}}
     try:
+        if not args.no_html:
+            print("the HTML reader:", file=sys.stderr)
+            results["html"] = measure_html(args.quick, timeout, args.html_readers)
+        if args.html_only:
+            shapes = []
         print("the reader, in process:", file=sys.stderr)
         for shape in shapes:
             results["shapes"][shape] = measure_shape(worker, shape, args.quick, timeout, policy)
-        if not args.no_hook:
+        if not args.no_hook and shapes:
             print("the whole hook call:", file=sys.stderr)
             for shape in shapes:
                 hook_sizes = sorted({sizes_of(shape, args.quick)[-1], min(100 * KB, sizes_of(shape, args.quick)[-1])})
@@ -812,6 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
+    if "html" in results:
+        print(html_report(results["html"]))
     print(f"\nmeasured in {results['measure_s']:.0f} s; JSON: {args.out}", file=sys.stderr)
     return 0
 

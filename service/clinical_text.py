@@ -23,18 +23,18 @@ READABLE_TYPES = ("text/plain", "text/html", "application/xhtml+xml")
 # Markup to text with turbohtml's WHATWG parser (C, MIT, tox-dev), read through its SAX events: the tree
 # the parser built (implied tags, misnested tags, foster parenting) without a Python object per node.
 # Chosen over the home-made scanner it replaces and over selectolax, lxml, html5lib and justhtml by
-# `bench/worst_case.py --html` (figures in the README): it caps open-element nesting at 512 as browsers
+# `bench/worst_case.py --html-only` (figures in the README): it caps open-element nesting at 512 as browsers
 # do (selectolax/lexbor is quadratic in the depth: 200 KB of "<div>" 8.9 s; lxml/libxml2 drops the
 # whole text past depth 256), and it reads "pain < 5" as text (the scanner dropped it). Block tags
 # become line breaks, the content of script/style/head/title and comments is dropped, character
 # references are decoded, whitespace is kept as written (runs of spaces made one) for the sentence
 # splitter. The parse of one document is one C call: the markup is cut at MAX_MARKUP_CHARS first (a
-# bounded parse, about 0.2 s a megabyte at worst), the deadline is checked before it and every 4096
+# bounded parse, at most about 0.2 s for the megabyte), the deadline is checked before it and every 4096
 # events of the walk, and any error of the parser ends the text there instead of raising.
 BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "td", "th",
                         "ul", "ol", "table", "hr", "pre", "blockquote", "dt", "dd"})
 SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
-MAX_MARKUP_CHARS = 2 * 1024 * 1024  # HTML read per attachment (bytes, and characters); record.py reports a longer one
+MAX_MARKUP_CHARS = 1024 * 1024  # HTML read per attachment (bytes, and characters); record.py reports a longer one
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _CHECK_EVERY = 4096

@@ -47,7 +47,7 @@ def test_bad_characters_are_no_exception_and_no_surrogate_in_the_text():
 
 
 def test_deep_nesting_keeps_the_text_in_linear_time():
-    for depth in (300, 100_000):  # past libxml2's 256 (lxml lost the text) and lexbor's quadratic range
+    for depth in (300, 80_000):  # past libxml2's 256 (lxml lost the text) and lexbor's quadratic range
         markup = "<p>Before.</p>" + "<div>" * depth + "Deep text." + "</div>" * depth + "<p>After.</p>"
         started = time.perf_counter()
         assert html_to_text(markup) == "Before.\nDeep text.\nAfter."
