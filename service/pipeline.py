@@ -13,7 +13,9 @@ from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
 from .hook_request import parse_hook_request
 from .record import build_record
+from . import suppression
 from .rules import RuleContext, describe_rule_limits, evaluate
+from .rules.resolve import MADE_HERE
 from .services import CdsService
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,16 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
             raise
         findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
         context = RuleContext(runtime.terminology, runtime.value_sets, service.hook, runtime.settings.max_cards)
-        issued = evaluate(findings, context, deadline)  # list[Card], one decision per subject
+        screened: list = []  # the rules' candidates suppressed by feedback, before the arbitration
+
+        def before_arbitration(candidates):
+            if not screen:
+                return candidates
+            kept, gone = suppression.split(runtime, record, candidates)
+            screened.extend(gone)
+            return kept
+
+        issued = evaluate(findings, context, deadline, screen=before_arbitration)  # one decision per subject
         cards = [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in issued]
     except DeadlineExceeded:
         log.warning("hookInstance=%s service=%s deadline of %.0f ms exceeded (%.1f ms): answered no cards",
@@ -52,19 +63,20 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     live = [(card, c) for card, c in zip(issued, cards) if not runtime.is_silent(c["extension"][key]["rule"])]
     # Suppression (service/suppression.py): cards already accepted or overridden with a reason for this
     # patient, subject and rule within the window are recorded as suppressed, not shown.
-    from . import suppression
-
-    keys = suppression.card_keys(runtime, record, issued)
-    if screen:
-        shown, suppressed = suppression.screen(runtime, record, live, keys)
+    keys = suppression.card_keys(runtime, record, issued + screened)
+    made_here = [(c, j) for c, j in live if c.rule in MADE_HERE]  # the rules' cards were screened before
+    if screen and made_here:
+        shown_made, suppressed = suppression.screen(runtime, record, made_here, keys)
+        shown = [j for c, j in live if c.rule not in MADE_HERE or j in shown_made]
     else:
         shown, suppressed = [c for _, c in live], []
+    suppressed += [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in screened]
     # After the answer: the issued cards are written within the hook-path database timeout, else kept
     # in the store's bounded queue and retried (service/store.py); never raised, never waited on. Then
     # the scheduled purge, at most once a day (Store.maintain: a flag for the writer thread).
     def write_issued() -> None:
         store, args = runtime.store, (service.id, service.hook, request.hook_instance)
-        if cards:
+        if cards or suppressed:
             store.record_issued(*args, shown, key, keys=keys)
             store.record_issued(*args, silent, key, silent=True, keys=keys)
             store.record_issued(*args, suppressed, key, suppressed=True, keys=keys)
