@@ -270,7 +270,7 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
 def rad_cause(facts: Findings, ctx: RuleContext) -> list[Card]:
     # M54.11 coded, or about to be: an M54.1- whose root the record places at C1-C2 (the
     # specificity card recodes it; the cause is coded beside it either way).
-    m54 = _m54_11(facts) or ([c for c in _m54(facts)] if radiculopathy_region(facts) == OAA else [])
+    m54 = _m54_11(facts) or ([c for c in _m54(facts)] if _m54(facts) and radiculopathy_region(facts) == OAA else [])
     if not m54:
         return []
     cards = []
