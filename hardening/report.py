@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TESTS = ["tests/test_attacks.py", "tests/test_jwt.py", "tests/test_fuzz.py", "tests/test_faults.py",
-         "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py", "tests/test_slow_clients.py"]
+         "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py",
+         "tests/test_database_faults.py", "tests/test_slow_clients.py"]
 
 
 def main() -> int:
@@ -41,7 +42,8 @@ def main() -> int:
     report = {"tests": tail, "passed": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
               "fuzz_examples_per_operation": int(env["SPINE_CDS_TEST_FUZZ_EXAMPLES"]),
               "load_seconds": float(env["SPINE_CDS_TEST_LOAD_SECONDS"])}
-    for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql", "slow-clients"):
+    for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql", "slow-clients",
+                 "database-faults"):
         path = ARTIFACTS / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.exists() else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,13 @@ def render(r: dict) -> str:
                  f"legitimate p95 {w['baseline']['p95_ms']} -> {w['under_attack']['p95_ms']} ms "
                  f"(delta {w['p95_delta_ms']} ms, round {w['rounds']}), worker restarts {w['worker_restarts']}"
                  if w else "slow clients                        not run (see the test output)")
+    for case, d in (r.get("database-faults") or {}).items():
+        if "hook_calls" in d:
+            lines.append(f"database fault: {case:<22} {d['hook_calls']} hook calls, {d['answered_200']} answered 200, "
+                         f"slowest {d['slowest_s']} s; feedback {d['feedback_200']} stored, {d['feedback_503']} refused "
+                         f"503; worker deaths {d['worker_deaths']}")
+        else:
+            lines.append(f"database fault: {case:<22} " + ", ".join(f"{k} {v}" for k, v in d.items()))
     lines.append("clinical text, JWTs, tokens in logs 0 canaries found (81 vignettes x 4 levels, and a served "
                  "instance at DEBUG)" if r["passed"] else "log privacy: see the test output")
     return "\n".join(lines)

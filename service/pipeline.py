@@ -74,9 +74,11 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     # After the answer: the issued cards are written within the hook-path database timeout, else kept
     # in the store's bounded queue and retried (service/store.py); never raised, never waited on. Then
     # the scheduled purge, at most once a day (Store.maintain: a flag for the writer thread).
+    to_record = bool(cards or suppressed)  # now: `cards` is rebound to the shown ones below
+
     def write_issued() -> None:
         store, args = runtime.store, (service.id, service.hook, request.hook_instance)
-        if cards or suppressed:
+        if to_record:
             store.record_issued(*args, shown, key, keys=keys)
             store.record_issued(*args, silent, key, silent=True, keys=keys)
             store.record_issued(*args, suppressed, key, suppressed=True, keys=keys)

@@ -17,8 +17,9 @@ never a 500 and never a silent loss. SQLite: a file that is not writable (read-o
 read-only mount) is detected before each write and refused without touching it; one connection per
 process and file is never closed (`_keep_open`): closing the last connection that mapped the WAL
 index read-write after the files turned read-only is what crashed workers with SIGBUS. A file
-removed or replaced under us is detected by its inode before each write: never written to an
-unlinked file (lost), reconnected, and the schema made again when its folder is still there.
+removed is detected before each read and write: never written to an unlinked file (lost);
+unavailable until it is back or the service restarts. A file replaced (a restore) is used from then
+on, through a new engine (the old one is never closed).
 
 **Retention** (SPINE_CDS_RETENTION_DAYS): `purge` deletes issued cards, feedback, suppressions and
 hook timeouts older than the period, in batches, and expired JWT ids. `maintain` runs it at most
@@ -189,10 +190,16 @@ class Store:
         else:
             options = {"pool_pre_ping": True, "pool_timeout": self.timeout,
                        "connect_args": _postgres_timeouts(parsed, self.timeout)}
-        self.engine = create_engine(url, **options)
+        self._url, self._options = url, options
+        self.engine = self._make_engine()
         if self.dialect == "sqlite":
             ref = weakref.ref(self)
-            event.listen(self.engine, "connect", lambda dbapi, record: _sqlite_connect(ref(), dbapi))
+            # The parent's pool connections must never be closed in a child (SQLite: no connection
+            # across a fork): a child that inherits one closes it when it is collected, believes it is
+            # the last (POSIX locks are not inherited), checkpoints into the mapped -shm and, with the
+            # files read-only by then, dies of SIGBUS (measured). So the parent closes its pool before
+            # each fork (its kept-open connection stays: that close is never the last either).
+            os.register_at_fork(before=lambda: _dispose_before_fork(ref()))
         self._inode: tuple[int, int] | None = None
         self._purge_counter = 0
         self._lock = threading.Lock()
@@ -221,8 +228,14 @@ class Store:
         time.sleep, between attempts, until `timeout`. SQLite writes first check the file is still
         ours and writable (`_NotWritable`, nothing tried)."""
         timeout = self.timeout if timeout is None else timeout
+        engine = self.engine
         if write:
             self._check_file()
+        elif self.path is not None:
+            try:
+                self._check_file()
+            except _NotWritable:
+                engine = self._read_only_engine()
         if self.dialect != "sqlite":
             yield _Timed(self, timeout, write)
             return
@@ -230,7 +243,7 @@ class Store:
         pause = 0.005
         while True:
             attempt = _Timed(self, min(timeout, SQLITE_BUSY_SLICE), write,
-                             retry_busy=time.monotonic() + pause < ends)
+                             retry_busy=time.monotonic() + pause < ends, engine=engine)
             yield attempt
             if not attempt.busy:
                 return
@@ -246,10 +259,10 @@ class Store:
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
-            if self.path.parent.is_dir():
-                self._reopen("removed")
-                return
-            raise _NotWritable("its folder is gone") from None
+            # Not made again here: two workers racing to make a new file while their connections to the
+            # unlinked one lived crashed a worker with SIGBUS (measured). Unavailable (feedback 503, records
+            # queued, /readyz 503) until the file is back or the service restarts, which makes a new one.
+            raise _NotWritable("gone (the file was removed)") from None
         if self._inode is None:
             self._inode = (stat.st_dev, stat.st_ino)
         elif (stat.st_dev, stat.st_ino) != self._inode:
@@ -267,13 +280,36 @@ class Store:
         if not os.access(self.path.parent, os.W_OK):
             raise _NotWritable("read-only (its folder)")
 
+    def _read_only_engine(self):
+        """Reads while the SQLite files are not writable: `immutable=1` opens the file without the WAL
+        index (-shm) at all. Reading through a connection that mapped the -shm read-write before the
+        files turned read-only is what crashed workers with SIGBUS (measured with gdb: in
+        sqlite3WalBeginReadTransaction). What only the WAL holds is not seen meanwhile (a suppression
+        made moments before: its card is shown, as on any lookup failure). One connection a read."""
+        if getattr(self, "_ro_engine", None) is None:
+            from sqlalchemy.pool import NullPool
+            self._ro_engine = create_engine(f"sqlite:///file:{self.path}?mode=ro&immutable=1&uri=true",
+                                            poolclass=NullPool)
+            log.error("database: the SQLite file is not writable: reads bypass its WAL (immutable), "
+                      "writes are queued or refused until it is writable again")
+        return self._ro_engine
+
+    def _make_engine(self):
+        engine = create_engine(self._url, **self._options)
+        if self.dialect == "sqlite":
+            ref = weakref.ref(self)
+            event.listen(engine, "connect", lambda dbapi, record: _sqlite_connect(ref(), dbapi))
+        return engine
+
     def _reopen(self, how: str) -> None:
-        """The file was removed or replaced: drop the pool (connections to the old file; its kept-open
-        one stays, so no close here is the last), and make the schema in the file now at the path."""
+        """The file was removed or replaced: a new engine for the file now at the path (the schema made
+        in it). The old engine and its connections are kept, never closed: closing connections to an
+        unlinked or replaced WAL database crashed a worker with SIGBUS (measured), and SQLite deletes
+        -wal/-shm by name on a last close, which could be the new file's."""
         with self._lock:
-            log.error("database: the SQLite file was %s while in use: reconnecting%s", how,
-                      " and creating a new database" if how == "removed" else "")
-            self.engine.dispose()
+            log.error("database: the SQLite file was %s while in use: reconnecting to the file now there", how)
+            _RETIRED.append(self.engine)
+            self.engine = self._make_engine()
             self._inode = None
             metadata.create_all(self.engine)
             stat = os.stat(self.path)
@@ -565,6 +601,12 @@ class Store:
         cached = self._secrets.get(name)
         if cached is not None:
             return cached
+        for attempt in self._attempts(self.hook_timeout):  # a read: works on a read-only database
+            with attempt as conn:
+                value = conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
+        if value is not None:
+            self._secrets[name] = value
+            return value
         for attempt in self._attempts(self.hook_timeout, write=True):
             with attempt as conn:
                 value = conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
@@ -821,12 +863,13 @@ class _Timed:
     lock_timeout, which end with the transaction). With `retry_busy`, an SQLite "database is
     locked/busy" is swallowed and flagged (`busy`) for another attempt."""
 
-    def __init__(self, store: Store, timeout: float, write: bool, retry_busy: bool = False):
+    def __init__(self, store: Store, timeout: float, write: bool, retry_busy: bool = False, engine=None):
         self.store, self.ms, self.write = store, max(1, int(timeout * 1000)), write
         self.retry_busy, self.busy = retry_busy, False
+        self.engine = engine if engine is not None else store.engine
 
     def __enter__(self):
-        self._cm = self.store.engine.begin() if self.write else self.store.engine.connect()
+        self._cm = self.engine.begin() if self.write else self.engine.connect()
         conn = self._cm.__enter__()
         try:
             if self.store.dialect == "sqlite":
@@ -894,6 +937,15 @@ def _sqlite_connect(store: Store | None, dbapi_connection) -> None:
         _keep_open(store.path)
 
 
+def _dispose_before_fork(store: Store | None) -> None:
+    if store is not None:
+        try:
+            store.engine.dispose()
+        except Exception:  # noqa: BLE001 - never stop a fork for this
+            pass
+
+
+_RETIRED: list = []  # engines of SQLite files removed or replaced under us: never disposed
 _KEPT_OPEN: dict[tuple[int, int, int], sqlite3.Connection] = {}
 _KEPT_LOCK = threading.Lock()
 

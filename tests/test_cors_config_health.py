@@ -109,7 +109,8 @@ def test_describe_redacts_database_passwords():
 
 # -------------------------------------------------------------------- health
 def test_health_and_readiness(client):
-    assert client.get("/healthz").get_json() == {"status": "pass"}
+    assert client.get("/healthz").get_json() == {"status": "pass", "database": {"writeQueue": {
+        "pendingRecords": 0, "droppedRecords": 0, "writtenLate": 0, "lastError": None}}}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"terminology": True, "database": True}
