@@ -250,14 +250,15 @@ def test_time_claims_are_refused_for_the_right_reason(secured, ehr, name, caplog
     assert NUMERIC_DATE_REASONS[name] in caplog.text
 
 
+# Claims built when the test runs, not when it is collected (a suite of minutes would expire them).
 @pytest.mark.parametrize("claims", [
-    {"exp": time.time() + 300.5, "iat": time.time() - 0.25},  # RFC 7519: a NumericDate may be fractional
-    {"nbf": int(time.time()) - 60},
-    {"nbf": time.time() + 10.5},  # within the clock skew
-    {"nbf": int(time.time()), "exp": int(time.time()) + 60},
-])
+    lambda now: {"exp": now + 300.5, "iat": now - 0.25},  # RFC 7519: a NumericDate may be fractional
+    lambda now: {"nbf": int(now) - 60},
+    lambda now: {"nbf": now + 10.5},  # within the clock skew
+    lambda now: {"nbf": int(now), "exp": int(now) + 60},
+], ids=["fractional", "past-nbf", "nbf-within-skew", "nbf-now"])
 def test_finite_numeric_dates_and_a_past_nbf_are_accepted(secured, ehr, claims):
-    assert _get(secured(), ehr.token(**claims)).status_code == 200
+    assert _get(secured(), ehr.token(**claims(time.time()))).status_code == 200
 
 
 def test_nbf_is_honoured_with_the_clock_skew(tmp_path, ehr):
