@@ -273,11 +273,6 @@ def order_scope(findings, value_sets) -> set[str]:
     return scope
 
 
-def in_scope(card: Card, scope: set[str]) -> bool:
-    claim = _read(card)
-    return bool(({card.subject} | set(claim.changes)) & scope)
-
-
 # ------------------------------------------------------------------ the cap
 
 def cap(cards: list[Card], context) -> list[Card]:
