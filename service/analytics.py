@@ -84,59 +84,63 @@ class Report:
 
 
 def build(store: Store, filters: Filters) -> Report:
+    """The report, read in one connection; the database failing is a 503 (DatabaseUnavailable)."""
+    return store.read("card analytics", lambda conn: _build(conn, filters))
+
+
+def _build(conn, filters: Filters) -> Report:
     report = Report(filters)
     where = filters.where()
-    with store.engine.connect() as conn:
-        figures: dict[str, RuleFigures] = {}
-        rows = conn.execute(select(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
-                                   issued_cards.c.suppressed, func.count().label("n")).where(where)
-                            .group_by(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
-                                      issued_cards.c.suppressed))
-        for row in rows:
-            f = figures.setdefault(row.rule, RuleFigures(row.rule, row.kind))
-            if row.silent:
-                f.silent += row.n
-            elif row.suppressed:
-                f.suppressed += row.n
-            else:
-                f.issued += row.n
-                report.by_kind[row.kind] = report.by_kind.get(row.kind, 0) + row.n
-        live = and_(where, issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
-        joined = feedback.join(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
-        for row in conn.execute(select(issued_cards.c.rule, feedback.c.outcome,
-                                       func.count(func.distinct(feedback.c.card_uuid)).label("n"))
-                                .select_from(joined).where(live)
-                                .group_by(issued_cards.c.rule, feedback.c.outcome)):
-            f = figures[row.rule]
-            setattr(f, row.outcome, getattr(f, row.outcome) + row.n)
-        for row in conn.execute(select(issued_cards.c.rule, func.count(func.distinct(feedback.c.card_uuid))
-                                       .label("n")).select_from(joined).where(live).group_by(issued_cards.c.rule)):
-            figures[row.rule].answered = row.n
-        for row in conn.execute(select(issued_cards.c.service_id, func.count().label("n")).where(live)
-                                .group_by(issued_cards.c.service_id)):
-            report.by_service[row.service_id] = row.n
-        day = func.substr(cast(issued_cards.c.issued_at, String), 1, 10)
-        days: dict[str, list[int]] = {}
-        for row in conn.execute(select(day.label("day"), issued_cards.c.silent, issued_cards.c.suppressed,
-                                       func.count().label("n"))
-                                .where(where).group_by(day, issued_cards.c.silent, issued_cards.c.suppressed)):
-            days.setdefault(row.day, [0, 0, 0])[1 if row.silent else 2 if row.suppressed else 0] += row.n
-        report.by_day = [(d, v[0], v[1], v[2]) for d, v in sorted(days.items())]
-        reasons: dict[str, int] = {}
-        for row in conn.execute(select(feedback.c.override_code, func.count().label("n")).select_from(joined)
-                                .where(and_(live, feedback.c.outcome == "overridden"))
-                                .group_by(feedback.c.override_code)):
-            key = row.override_code or "(no reason given)"
-            reasons[key] = reasons.get(key, 0) + row.n
-        report.override_reasons = sorted(reasons.items(), key=lambda kv: -kv[1])
-        chosen: dict[tuple[str, int], int] = {}
-        for row in conn.execute(select(issued_cards.c.rule, issued_cards.c.suggestion_uuids,
-                                       feedback.c.accepted_suggestions).select_from(joined)
-                                .where(and_(live, feedback.c.outcome == "accepted"))):
-            offered = json.loads(row.suggestion_uuids)
-            for uuid in json.loads(row.accepted_suggestions):
-                position = offered.index(uuid) + 1 if uuid in offered else 0
-                chosen[(row.rule, position)] = chosen.get((row.rule, position), 0) + 1
-        report.suggestions_chosen = sorted(((r, p, n) for (r, p), n in chosen.items()), key=lambda x: (x[0], x[1]))
+    figures: dict[str, RuleFigures] = {}
+    rows = conn.execute(select(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
+                               issued_cards.c.suppressed, func.count().label("n")).where(where)
+                        .group_by(issued_cards.c.rule, issued_cards.c.kind, issued_cards.c.silent,
+                                  issued_cards.c.suppressed))
+    for row in rows:
+        f = figures.setdefault(row.rule, RuleFigures(row.rule, row.kind))
+        if row.silent:
+            f.silent += row.n
+        elif row.suppressed:
+            f.suppressed += row.n
+        else:
+            f.issued += row.n
+            report.by_kind[row.kind] = report.by_kind.get(row.kind, 0) + row.n
+    live = and_(where, issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
+    joined = feedback.join(issued_cards, feedback.c.card_uuid == issued_cards.c.card_uuid)
+    for row in conn.execute(select(issued_cards.c.rule, feedback.c.outcome,
+                                   func.count(func.distinct(feedback.c.card_uuid)).label("n"))
+                            .select_from(joined).where(live)
+                            .group_by(issued_cards.c.rule, feedback.c.outcome)):
+        f = figures[row.rule]
+        setattr(f, row.outcome, getattr(f, row.outcome) + row.n)
+    for row in conn.execute(select(issued_cards.c.rule, func.count(func.distinct(feedback.c.card_uuid))
+                                   .label("n")).select_from(joined).where(live).group_by(issued_cards.c.rule)):
+        figures[row.rule].answered = row.n
+    for row in conn.execute(select(issued_cards.c.service_id, func.count().label("n")).where(live)
+                            .group_by(issued_cards.c.service_id)):
+        report.by_service[row.service_id] = row.n
+    day = func.substr(cast(issued_cards.c.issued_at, String), 1, 10)
+    days: dict[str, list[int]] = {}
+    for row in conn.execute(select(day.label("day"), issued_cards.c.silent, issued_cards.c.suppressed,
+                                   func.count().label("n"))
+                            .where(where).group_by(day, issued_cards.c.silent, issued_cards.c.suppressed)):
+        days.setdefault(row.day, [0, 0, 0])[1 if row.silent else 2 if row.suppressed else 0] += row.n
+    report.by_day = [(d, v[0], v[1], v[2]) for d, v in sorted(days.items())]
+    reasons: dict[str, int] = {}
+    for row in conn.execute(select(feedback.c.override_code, func.count().label("n")).select_from(joined)
+                            .where(and_(live, feedback.c.outcome == "overridden"))
+                            .group_by(feedback.c.override_code)):
+        key = row.override_code or "(no reason given)"
+        reasons[key] = reasons.get(key, 0) + row.n
+    report.override_reasons = sorted(reasons.items(), key=lambda kv: -kv[1])
+    chosen: dict[tuple[str, int], int] = {}
+    for row in conn.execute(select(issued_cards.c.rule, issued_cards.c.suggestion_uuids,
+                                   feedback.c.accepted_suggestions).select_from(joined)
+                            .where(and_(live, feedback.c.outcome == "accepted"))):
+        offered = json.loads(row.suggestion_uuids)
+        for uuid in json.loads(row.accepted_suggestions):
+            position = offered.index(uuid) + 1 if uuid in offered else 0
+            chosen[(row.rule, position)] = chosen.get((row.rule, position), 0) + 1
+    report.suggestions_chosen = sorted(((r, p, n) for (r, p), n in chosen.items()), key=lambda x: (x[0], x[1]))
     report.rules = sorted(figures.values(), key=lambda f: (-f.issued, f.rule))
     return report

@@ -4,7 +4,7 @@ medium it enters (markdown of a card, an HTML page, a CSV cell, a log line).
 - `markdown(value)`: a value shown as text inside CommonMark / GitHub-flavoured markdown (a card's
   detail, summary and labels). Every character that can start markup is backslash-escaped (links,
   images, raw HTML, code spans, emphasis, tables, strikethrough), block markers at the start of the
-  value (`#`, `>`, `-`, `+`, `=`, `1.`) too, URL autolinks (`scheme://`, `www.`) are broken, and
+  value (`#`, `>`, `-`, `+`, `=`, `1.`) too, URL and e-mail autolinks (`scheme://`, `www.`, `a@b.c`) are broken, and
   line breaks and other control characters become spaces, so a value can neither open a block nor
   end the line it is on. `Markdown` marks a string that is already markdown (the product's wording,
   or a value escaped once): it is not escaped again.
@@ -27,8 +27,9 @@ import re
 
 # Characters that can open or close inline or block markup anywhere in a line (CommonMark and GFM):
 # \ escapes, ` code spans, * _ emphasis, [ ] links and images (so `](` can never form), < > raw HTML
-# and autolinks, # headings, | tables, ~ strikethrough (entities such as &lt; only ever decode to text).
-_MD_ANYWHERE = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|~"})
+# and autolinks, # headings, | tables, ~ strikethrough, @ e-mail autolinks (GFM's extended autolinks
+# `user@host.example` and `mailto:`/`xmpp:`; entities such as &lt; only ever decode to text).
+_MD_ANYWHERE = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|~@"})
 # Control characters, DEL, C1, NEL and the Unicode line/paragraph separators: never inside a value.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LEADING_MARKER = re.compile(r"^(\s*)([-+=])")            # list item, setext underline

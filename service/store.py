@@ -567,8 +567,20 @@ class Store:
                 return [dict(r._mapping) for r in conn.execute(select(feedback).order_by(feedback.c.id))]
 
     def issued_rows(self) -> list[dict]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(issued_cards))]
+        return self.read("issued cards", lambda conn: [dict(r._mapping) for r in conn.execute(select(issued_cards))])
+
+    def read(self, what: str, query):
+        """`query(conn)` on a read connection (retried while SQLite is busy, within the timeout); the
+        database failing is a 503 naming `what`, never a 500. For readers outside this module
+        (analytics): they never touch the engine themselves."""
+        try:
+            for attempt in self._attempts():
+                with attempt as conn:
+                    result = query(conn)
+            return result
+        except DATABASE_ERRORS as exc:
+            log.error("database: %s unavailable (%s)", what, type(exc).__name__)
+            raise DatabaseUnavailable(f"{what} are unavailable") from None
 
     # ------------------------------------------------------------ suppression
     def active_suppressions(self, keys: list[str], window_key: str | None, *, same_window: bool,

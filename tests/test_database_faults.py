@@ -331,6 +331,10 @@ def test_postgres_down_hooks_answer_feedback_and_replay_are_503(postgres_url, tm
                                                                  "outcomeTimestamp": "2026-11-21T10:00:00Z"}]})
         assert refused.status_code == 503 and refused.get_json()["resourceType"] == "OperationOutcome"
         assert app.extensions["spine_cds"].store.queue_status()["pendingRecords"] >= 1
+        for page in ("/analytics", "/analytics.csv", "/stats"):  # readers of the database: 503, never 500
+            answer = open_client.get(page)
+            assert answer.status_code == 503, (page, answer.status_code)
+            assert answer.get_json()["resourceType"] == "OperationOutcome" and answer.headers["Retry-After"].isdigit()
         FIGURES["postgresql down"] = {"replay_check": 503, "hook_s": round(hook_elapsed, 3), "feedback": 503}
     finally:
         proxy.close()

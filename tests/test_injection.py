@@ -32,6 +32,7 @@ PAYLOADS = {
     "heading": "\n# heading",
     "table": "| a | b |\n|---|---|",
     "blocks": "\n> quoted\n- item\n1. one\n===",
+    "email": "write to evil@evil.example or mailto:x@evil.example",
 }
 # What a reader must see of each payload, as text (a line break in the chart becomes a space).
 VISIBLE = {name: " ".join(p.split()) for name, p in PAYLOADS.items()}
@@ -72,12 +73,13 @@ def rendered(markdown_text: str) -> _Html:
 
 def assert_text_only(markdown_text: str, where: str) -> str:
     """The markdown renders to paragraphs, quotes, lists and emphasis only (no link, image, raw HTML,
-    heading, table, code block), carries no autolink (`scheme://`, `www.` unescaped), and its text
+    heading, table, code block), carries no autolink (`scheme://`, `www.`, `a@b` unescaped), and its text
     is returned (spaces normalised) for the reach check."""
     out = rendered(markdown_text)
     tags = {tag for tag, _ in out.tags}
     assert tags <= ALLOWED_TAGS, f"{where}: markup from the chart: {sorted(tags - ALLOWED_TAGS)}\n{markdown_text}"
-    assert not re.search(r"(?<!\\)://|(?i:\bwww\.)", markdown_text), f"{where}: a live autolink\n{markdown_text}"
+    assert not re.search(r"(?<!\\)://|(?i:\bwww\.)|[\w.+-](?<!\\)@[\w-]", markdown_text), \
+        f"{where}: a live autolink\n{markdown_text}"
     return " ".join("".join(out.text).split())
 
 
