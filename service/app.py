@@ -64,6 +64,7 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
         reader=TextReader(),
         value_sets=ValueSets(),
     )
+    store.override_reasons = frozenset((r["system"], r["code"]) for r in runtime.catalogue.override_reasons())
     problems = check_templates(runtime.catalogue.templates)
     if problems:
         raise ConfigError(problems)

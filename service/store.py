@@ -207,6 +207,9 @@ class Store:
         self._queue = _WriteQueue(self, queue_rows)
         self._next_maintenance = 0.0
         self.clock = utcnow  # what "now" is for cards, feedback and suppressions (tests set it)
+        # The override reasons the cards offer, (system, code): only those suppress a card (set by the
+        # app from the card contract; None accepts any reason Coding).
+        self.override_reasons: frozenset[tuple[str, str]] | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "Store":
@@ -482,6 +485,26 @@ class Store:
         for attempt in self._attempts(timeout, write=True):
             with attempt as conn:
                 conn.execute(self._insert_ignoring_duplicates(table), rows)
+                if table is issued_cards:
+                    self._reconcile_feedback(conn, rows)
+
+    def _reconcile_feedback(self, conn, cards: list[dict]) -> None:
+        """Feedback that arrived before its card was recorded (the record is written after the answer,
+        or waited in the queue while the database failed) is tied to the card now: its rule, and the
+        suppression it makes, dated when the feedback came. One indexed query per write."""
+        by_uuid = {card["card_uuid"]: card for card in cards}
+        early = conn.execute(select(feedback).where(feedback.c.card_uuid.in_(sorted(by_uuid)),
+                                                    feedback.c.known_card.is_(False))).all()
+        for row in early:
+            card = by_uuid[row.card_uuid]
+            if row.service_id != card["service_id"]:
+                continue  # sent to another service's feedback endpoint: not about this card
+            conn.execute(update(feedback).where(feedback.c.id == row.id).values(known_card=True, rule=card["rule"]))
+            if _suppresses(row.outcome, row.override_system, row.override_code, json.loads(row.accepted_suggestions),
+                           card, self.override_reasons):
+                conn.execute(suppressions.insert().values(
+                    suppression_key=card["suppression_key"], window_key=card["window_key"], rule=card["rule"],
+                    card_uuid=row.card_uuid, outcome=row.outcome, suppressed_at=row.received_at))
 
     # ---------------------------------------------------------------- feedback
     def store_feedback(self, service_id: str, items: list[dict]) -> dict:
@@ -516,15 +539,18 @@ class Store:
                 stored = duplicates = suppressed = 0
                 unknown: dict[str, None] = {}  # ordered, O(1) membership (a list made 1,000 items quadratic)
                 uuids = sorted({item["card"] for item in items})
+                # A card is known to the service that issued it: feedback sent to another service's
+                # endpoint is stored as about an unknown card (and suppresses nothing).
                 cards = {
-                    row.card_uuid: row
+                    row.card_uuid: row._mapping
                     for row in conn.execute(
                         select(issued_cards.c.card_uuid, issued_cards.c.rule, issued_cards.c.silent,
-                               issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key)
-                        .where(issued_cards.c.card_uuid.in_(uuids))
+                               issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key,
+                               issued_cards.c.suggestion_uuids)
+                        .where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)
                     )
                 }
-                known = {uuid: row.rule for uuid, row in cards.items()}
+                known = {uuid: row["rule"] for uuid, row in cards.items()}
                 # RETURNING says whether a row went in (rowcount is unreliable with ON CONFLICT on psycopg).
                 insert = self._insert_ignoring_duplicates(feedback).returning(feedback.c.id)
                 for item in items:
@@ -549,9 +575,10 @@ class Store:
                     if conn.execute(insert, row).first() is not None:
                         stored += 1
                         card = cards.get(item["card"])
-                        if card is not None and _suppresses(item, card):
+                        if card is not None and _suppresses(item["outcome"], reason.get("system"), reason.get("code"),
+                                                            accepted, card, self.override_reasons):
                             conn.execute(suppressions.insert().values(
-                                suppression_key=card.suppression_key, window_key=card.window_key, rule=card.rule,
+                                suppression_key=card["suppression_key"], window_key=card["window_key"], rule=card["rule"],
                                 card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now))
                             suppressed += 1
                     else:
@@ -847,15 +874,19 @@ class _WriteQueue:
                 pass
 
 
-def _suppresses(item: dict, card) -> bool:
-    """Accepted, or overridden with a reason (a reason Coding: a comment alone is not one, as in the
-    analytics), on a card the EHR was shown and that carries its keys."""
-    if card.silent or card.suppressed or not card.suppression_key:
+def _suppresses(outcome: str, reason_system, reason_code, accepted: list[str], card, reasons) -> bool:
+    """On a card the EHR was shown and that carries its keys (`card`: its issued_cards row as a
+    mapping): accepted with suggestions the card offered, or overridden with one of the reasons the
+    cards offer (`reasons`, (system, code); None: any reason Coding). A comment alone is not a reason,
+    as in the analytics; an unknown reason or suggestion is stored but suppresses nothing."""
+    if card["silent"] or card["suppressed"] or not card["suppression_key"]:
         return False
-    if item["outcome"] == "accepted":
-        return True
-    reason = (item.get("overrideReason") or {}).get("reason") or {}
-    return item["outcome"] == "overridden" and bool(reason.get("code"))
+    if outcome == "accepted":
+        offered = set(json.loads(card["suggestion_uuids"]))
+        return bool(accepted) and set(accepted) <= offered
+    if outcome != "overridden" or not reason_code:
+        return False
+    return reasons is None or (reason_system, reason_code) in reasons
 
 
 def _dedupe_key(service_id: str, item: dict) -> str:

@@ -155,6 +155,48 @@ def test_feedback_on_an_unknown_card_suppresses_nothing(make_app):
     assert _store(app).count("suppressions") == 0
 
 
+@pytest.mark.parametrize("feedback", [
+    lambda client, card: _feedback(client, card, "overridden",
+                                   overrideReason={"reason": {"code": "made-up", "system": REASON["reason"]["system"]}}),
+    lambda client, card: _feedback(client, card, "overridden",
+                                   overrideReason={"reason": {"code": REASON["reason"]["code"], "system": "urn:other"}}),
+    lambda client, card: _feedback(client, card, "accepted", acceptedSuggestions=[{"id": str(uuid.uuid4())}]),
+    lambda client, card: _feedback(client, card, "accepted", ORDER_SIGN, acceptedSuggestions=[
+        {"id": card["suggestions"][0]["uuid"]}]),
+], ids=["a reason the cards do not offer", "a reason of another system", "a suggestion the card did not offer",
+        "sent to another service's feedback"])
+def test_feedback_that_does_not_answer_the_card_is_stored_and_suppresses_nothing(make_app, feedback):
+    app = make_app()
+    client = app.test_client()
+    card = _card(client)
+    answer = feedback(client, card)
+    assert answer["stored"] == 1
+    assert RULE in _rules(_call(client, _request()))
+    assert _store(app).count("suppressions") == 0
+    if card["uuid"] in answer["unknownCards"]:  # the other service never issued it: not tied to the rule
+        assert [r["rule"] for r in _store(app).feedback_rows()] == [None]
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_feedback_arriving_before_its_card_is_recorded_is_tied_to_it_when_it_is(app_on, outcome):
+    """The issued cards are recorded after the answer is sent (or later, from the write queue, when
+    the database failed): feedback in between is stored as about an unknown card, then tied to the
+    card and its rule, and suppresses it, when the record is written."""
+    app = app_on()
+    client = app.test_client()
+    response = client.post(ENCOUNTER_SIGN, json=_request())
+    card = next(c for c in response.get_json()["cards"] if c["extension"]["spine-coding-cds"]["rule"] == RULE)
+    early = OUTCOMES[outcome](client, card)  # before response.close(): the card is not recorded yet
+    assert early["unknownCards"] == [card["uuid"]] and _store(app).count("suppressions") == 0
+    response.close()
+    rows = _store(app).feedback_rows()
+    assert [(r["card_uuid"], r["known_card"], r["rule"]) for r in rows] == [(card["uuid"], True, RULE)]
+    assert _store(app).count("suppressions") == 1
+    assert RULE not in _rules(_call(client, _request()))
+    figures = {r["rule"]: r for r in csv.DictReader(io.StringIO(client.get("/analytics.csv").get_data(as_text=True)))}
+    assert figures[RULE]["unanswered"] == "0"
+
+
 def test_duplicate_feedback_makes_one_suppression(make_app):
     app = make_app()
     client = app.test_client()
