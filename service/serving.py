@@ -10,6 +10,14 @@ its socket, while the worker goes on running the rules for the others.
   kept-alive connection may wait idle for its next request); past it the connection is closed.
 - The body is read in full, within `SPINE_CDS_BODY_TIMEOUT`, before the application runs
   (`BufferedBody`); past it the answer is a 408 OperationOutcome and the connection is closed.
+- The rules run one request at a time per worker, in the order the requests were read in full
+  (`GATE`, a FIFO semaphore), and a worker with a request running or waiting to run stops
+  accepting connections until it has none: as with sync workers, a busy worker never takes a new
+  connection that a free worker could have taken, while the connections it already accepted go on
+  being read. Measured with bench/run.py --quick on one machine (2026-12-02): sync workers, typical
+  record, 8 clients: p95 153-170 ms; gevent with kept-alive connections: 351-514 ms, p99 1.35 s;
+  one request per connection: 177 ms; with the gate too: 173 ms (p99 212), and the repeat workload
+  at 8 clients 274 req/s against 169 (its p95 38 ms against 59).
 - The answer is written by the connection's greenlet, each write bounded by the send timeout;
   then the connection is closed (one request per connection, as with sync workers: a kept-alive
   connection stays with its worker, busy or not, and 8 clients' p95 went from 68 to 280 ms).
@@ -54,6 +62,41 @@ def _outcome(status: int, reason: str, code: str, diagnostics: str) -> bytes:
     return head + body
 
 
+class AppGate:
+    """One request at a time in the application per worker, first come first served, and the
+    worker's listeners paused while any request runs or waits (see the module's docstring). Inert
+    until a gevent worker installs it (tests and the in-process servers run the app directly)."""
+
+    def __init__(self):
+        self._lock = None
+        self._pending = 0
+        self._pause = self._resume = lambda: None
+
+    def install(self, pause, resume) -> None:
+        from gevent.lock import Semaphore  # FIFO: waiters are woken in the order they came
+
+        self._lock, self._pause, self._resume = Semaphore(1), pause, resume
+
+    def __enter__(self):
+        if self._lock is not None:
+            self._pending += 1
+            if self._pending == 1:
+                self._pause()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        if self._lock is not None:
+            self._lock.release()
+            self._pending -= 1
+            if self._pending == 0:
+                self._resume()
+        return False
+
+
+GATE = AppGate()
+
+
 class BufferedBody:
     """WSGI middleware: the whole body is read (within the body timeout, at most one byte more
     than the application accepts) before the application sees the request."""
@@ -72,7 +115,8 @@ class BufferedBody:
         elif length.isdigit() and 0 < int(length) <= self.max_bytes:
             limit = int(length)
         else:  # no body, or one the application refuses by its Content-Length alone (413)
-            return self.app(environ, start_response)
+            with GATE:
+                return self.app(environ, start_response)
         stream, chunks, received, complete = environ["wsgi.input"], [], 0, False
         with gevent.Timeout(LIMITS["body_timeout"], False):
             while received < limit:
@@ -100,7 +144,8 @@ class BufferedBody:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input_terminated"] = True
-        return self.app(environ, start_response)
+        with GATE:  # the answer (a list of bytes) is written after the gate, by the connection's greenlet
+            return self.app(environ, start_response)
 
 
 def _worker_class():
@@ -138,6 +183,31 @@ def _worker_class():
         def init_process(self):
             self.waiting = set()
             super().init_process()
+
+        def run(self):
+            # GeventWorker.run makes its StreamServers itself: the class it uses is replaced, in this
+            # worker process only, by one that records them, so that GATE can pause their accepting.
+            from gunicorn.workers import ggevent
+
+            servers = []
+
+            class Server(ggevent.StreamServer):
+                def start(self):
+                    super().start()
+                    servers.append(self)
+
+            def pause():
+                for server in servers:
+                    server.stop_accepting()
+
+            def resume():
+                for server in servers:
+                    if not server.closed:
+                        server.start_accepting()
+
+            ggevent.StreamServer = Server
+            GATE.install(pause, resume)
+            super().run()
 
         def timeout_ctx(self):
             return Waiting(self)
