@@ -1,7 +1,8 @@
 """Trusting CDS clients: the JWT bearer token of CDS Hooks 2.0 §Trusting CDS Clients.
 
 Checks, in order: a Bearer token of sane size; header `typ` JWT, `kid`, `alg` in the allowlist
-(never none or HMAC); `iss` trusted; the key from the issuer's JWK Set (a configured file, or a
+(never none or HMAC); `iss` trusted; the key from the issuer's JWK Set (see `TokenVerifier._key`:
+a configured key file first, whatever `jku` the header names, which is then never fetched; else a
 `jku` on that issuer's allowlist, cached and refetched once on an unknown `kid`); the
 signature; `aud` equal to the endpoint's public URL; `exp`/`iat` (and `nbf` when present) finite
 NumericDates (RFC 7519 §2: numbers, fractions allowed; never NaN, Infinity, strings or booleans)
@@ -176,7 +177,23 @@ class TokenVerifier:
             raise Unauthorized("token lifetime too long")
 
     def _key(self, issuer: TrustedIssuer, header: dict, kid: str, alg: str):
+        """The key that must have signed the token.
+
+        An issuer with a key file (`jwks_file`) is verified with those keys whatever `jku` the header
+        names: the header is the signer's claim, the file is the operator's, and a jku is then never
+        fetched for a kid the file has (the CDS Hooks sandbox names its public jku in every token,
+        and an offline set-up must not depend on it). Only an issuer that also lists `jku` URLs may
+        have one fetched, for a kid its file lacks, and only when the header names a URL on that list.
+        An issuer with `jku` URLs alone: the header's jku must be on the list (no header: the first
+        URL listed)."""
         jku = header.get("jku")
+        file_keys = self._file_keys.get(issuer.iss)
+        if file_keys is not None:
+            key = _find_key(file_keys, kid, alg)
+            if key is not None:
+                return key
+            if not issuer.jku or jku is None:
+                raise Unauthorized("unknown kid (not in the issuer's key file)")
         if jku is not None:
             # Compared in canonical form (service/urls.py), and the configured URL is fetched:
             # `https://ehr/jwks/../evil` or `https://u@ehr/jwks` is not `https://ehr/jwks`.
@@ -187,12 +204,7 @@ class TokenVerifier:
                 url = None
             if url is None:
                 raise Unauthorized("jku not on the issuer's allowlist")
-        if issuer.iss in self._file_keys:
-            key = _find_key(self._file_keys[issuer.iss], kid, alg)
-            if key is None:
-                raise Unauthorized("unknown kid")
-            return key
-        if jku is None:
+        else:
             url = urls.canonical(issuer.jku[0])
         key = _find_key(self.jwks.key_set(url), kid, alg)
         if key is None:  # the client may have rotated its keys: refetch once

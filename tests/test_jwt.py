@@ -38,11 +38,11 @@ def _jwk(public_key, kid: str, alg: str) -> dict:
 class Client:
     """A CDS client with its keys: signs tokens the way an EHR (or an attacker) would."""
 
-    def __init__(self, base: str = BASE, iss: str = ISS):
-        self.base, self.iss = base, iss
+    def __init__(self, base: str = BASE, iss: str = ISS, ec_kid: str = "ec-1"):
+        self.base, self.iss, self.ec_kid = base, iss, ec_kid
         self.ec_key = ec.generate_private_key(ec.SECP384R1())
         self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.jwks = {"keys": [_jwk(self.ec_key.public_key(), "ec-1", "ES384"),
+        self.jwks = {"keys": [_jwk(self.ec_key.public_key(), ec_kid, "ES384"),
                               _jwk(self.rsa_key.public_key(), "rsa-1", "RS384")]}
 
     def claims(self, **overrides) -> dict:
@@ -54,7 +54,7 @@ class Client:
 
     def token(self, alg="ES384", kid=None, key=None, headers=None, **claims) -> str:
         key = key or (self.ec_key if alg.startswith("ES") else self.rsa_key)
-        kid = kid or ("ec-1" if alg.startswith("ES") else "rsa-1")
+        kid = kid or (self.ec_kid if alg.startswith("ES") else "rsa-1")
         header = {"kid": kid, "typ": "JWT", **(headers or {})}
         return jwt.encode(self.claims(**claims), key, algorithm=alg, headers=header)
 
@@ -189,7 +189,10 @@ FORGERIES = {
     "aud of another host": lambda e: e.token(aud="https://evil.test/cds-services"),
     "untrusted iss": lambda e: e.token(iss="https://evil.test"),
     "unknown kid": lambda e: e.token(kid="nope"),
-    "jku off the allowlist": lambda e: e.token(headers={"jku": "https://evil.test/jwks"}),
+    # The attacker's own key, named by a jku of theirs: never fetched (a key file's issuer verifies
+    # with the file whatever jku the header names; an allowlist refuses a jku not on it).
+    "jku off the allowlist": lambda e: e.token(key=ec.generate_private_key(ec.SECP384R1()), kid="attacker-1",
+                                               headers={"jku": "https://evil.test/jwks"}),
     "typ not JWT": lambda e: e.token(headers={"typ": "at+jwt"}),
     "no kid": lambda e: jwt.encode(e.claims(), e.ec_key, algorithm="ES384", headers={"typ": "JWT"}),
     "no jti": lambda e: e.token(jti=None),
@@ -361,3 +364,144 @@ def test_replay_store_is_shared_on_postgresql(database_url, tmp_path, ehr):
     assert _get(second.test_client(), token).status_code == 401
     for app in (first, second):
         app.extensions["spine_cds"].store.engine.dispose()
+
+
+# ------------------------------------- the CDS Hooks sandbox's tokens under a key file (issue 12)
+SANDBOX_ISS = "https://sandbox.cds-hooks.org"
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+SANDBOX_KID = "d9cd3c4f-eb08-4304-b973-44f352fd2ca2"  # a uuid, as the sandbox names its key
+LOCAL = "http://localhost:8080"  # the service as a locally served sandbox calls it
+ORDER_SIGN = "/cds-services/spine-coding-order-sign"
+
+
+def _sandbox_token(sandbox: Client, path: str = DISCOVERY, key=None, now: float | None = None,
+                   jku: str = SANDBOX_JKU) -> str:
+    """Shaped like the sandbox's: ES384; header alg, typ, kid, jku; iss, sub, aud (the URL called),
+    iat, exp 300 s later, jti."""
+    now = int(time.time() if now is None else now)
+    return sandbox.token("ES384", key=key, headers={"jku": jku}, aud=LOCAL + path, iat=now, exp=now + 300,
+                         sub="48163c5e-88b5-4cb3-92d3-23b800caa927")
+
+
+@pytest.fixture
+def sandbox():
+    return Client(base=LOCAL, iss=SANDBOX_ISS, ec_kid=SANDBOX_KID)
+
+
+@pytest.fixture
+def no_fetch(monkeypatch):
+    """Fails the test on any JWK Set fetch and records any name lookup or connection attempt."""
+    import socket
+
+    from service.auth import JwksCache
+
+    attempts: list[str] = []
+
+    def refuse(kind):
+        def call(*args, **kwargs):
+            attempts.append(f"{kind} {args[:2]!r}")
+            raise OSError(f"no network in this test ({kind})")
+        return call
+
+    def fetch(self, url, force=False):
+        attempts.append(f"JWK Set fetch of {url}")
+        raise AssertionError(f"the JWK Set at {url} was fetched")
+
+    monkeypatch.setattr(JwksCache, "key_set", fetch)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    return attempts
+
+
+def _sandbox_app(make_app, tmp_path, sandbox, **issuer):
+    (tmp_path / "sandbox-jwks.json").write_text(json.dumps(sandbox.jwks))
+    entry = {"iss": SANDBOX_ISS, "jwks_file": str(tmp_path / "sandbox-jwks.json"), **issuer}
+    # As an operator writes it: the environment variable's JSON text.
+    return make_app(trusted_issuers=json.dumps([entry]), public_base_url=LOCAL).test_client()
+
+
+def test_a_sandbox_shaped_token_verifies_under_a_key_file_and_its_jku_is_never_fetched(
+        make_app, tmp_path, sandbox, no_fetch, order_sign_request):
+    client = _sandbox_app(make_app, tmp_path, sandbox)
+    token = _sandbox_token(sandbox)
+    header, claims = jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
+    assert header == {"alg": "ES384", "typ": "JWT", "kid": SANDBOX_KID, "jku": SANDBOX_JKU}
+    assert claims["exp"] - claims["iat"] == 300 and claims["aud"] == LOCAL + DISCOVERY
+
+    assert _get(client, token).status_code == 200
+    response = client.post(ORDER_SIGN, json=order_sign_request,
+                           headers={"Authorization": f"Bearer {_sandbox_token(sandbox, ORDER_SIGN)}"})
+    assert response.status_code == 200 and "cards" in response.get_json()
+    assert no_fetch == []
+
+
+def test_under_a_key_file_a_jku_served_on_loopback_receives_no_request(make_app, tmp_path, sandbox, fhir_server):
+    """The canary is a real server that would even answer with the right keys: it must see nothing,
+    for a token it could have vouched for and for one it could not."""
+    fhir_server.route("jwks", sandbox.jwks)
+    client = _sandbox_app(make_app, tmp_path, sandbox)
+    jku = f"{fhir_server.base}/jwks"
+    assert _get(client, _sandbox_token(sandbox, jku=jku)).status_code == 200
+    assert _get(client, sandbox.token(kid="rotated-1", headers={"jku": jku}, aud=LOCAL + DISCOVERY)).status_code == 401
+    assert fhir_server.requests == []
+
+
+def test_under_a_key_file_a_token_signed_with_another_key_is_refused(make_app, tmp_path, sandbox, no_fetch, caplog):
+    client = _sandbox_app(make_app, tmp_path, sandbox)
+    other = ec.generate_private_key(ec.SECP384R1())  # the same kid and jku, not the file's key
+    with caplog.at_level(logging.WARNING, logger="service.auth"):
+        assert _get(client, _sandbox_token(sandbox, key=other)).status_code == 401
+        assert _get(client, sandbox.token(kid="not-in-the-file", headers={"jku": SANDBOX_JKU},
+                                          aud=LOCAL + DISCOVERY)).status_code == 401
+    assert "InvalidSignatureError" in caplog.text and "unknown kid (not in the issuer's key file)" in caplog.text
+    assert no_fetch == []
+
+
+def test_an_expired_sandbox_token_is_refused(tmp_path, sandbox, no_fetch):
+    (tmp_path / "sandbox-jwks.json").write_text(json.dumps(sandbox.jwks))
+    settings = Settings.from_mapping({"trusted_issuers": [{"iss": SANDBOX_ISS,
+                                                           "jwks_file": str(tmp_path / "sandbox-jwks.json")}],
+                                      "public_base_url": LOCAL})
+    store = Store(f"sqlite:///{tmp_path / 'replay.sqlite3'}")
+    store.create_schema()
+    now = 1_800_000_000
+    verifier = TokenVerifier(settings, store, clock=lambda: now)
+    issued = lambda at: f"Bearer {_sandbox_token(sandbox, now=at)}"  # noqa: E731
+    assert verifier.verify(issued(now - 299), LOCAL + DISCOVERY)["iss"] == SANDBOX_ISS
+    assert verifier.verify(issued(now - 300 - 59), LOCAL + DISCOVERY)["iss"] == SANDBOX_ISS  # within the skew
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier.verify(issued(now - 300 - 61), LOCAL + DISCOVERY)
+    assert no_fetch == []
+
+
+def test_with_a_key_file_and_a_jku_list_the_file_comes_first_and_only_a_listed_jku_is_fetched(
+        make_app, tmp_path, sandbox, fhir_server):
+    jku = f"{fhir_server.base}/jwks"
+    rotated = Client(iss=SANDBOX_ISS, ec_kid="rotated-1")
+    fhir_server.route("jwks", rotated.jwks)  # the new key, published at the listed jku only
+    client = _sandbox_app(make_app, tmp_path, sandbox, jku=[jku])
+    rotated.base = LOCAL
+
+    # the file's kid: verified with the file, whatever the header names, nothing fetched
+    assert _get(client, _sandbox_token(sandbox, jku=jku)).status_code == 200
+    assert _get(client, _sandbox_token(sandbox, jku=SANDBOX_JKU)).status_code == 200
+    assert fhir_server.requests == []
+    # a kid the file lacks, with a jku off the list or none: refused, nothing fetched
+    assert _get(client, _sandbox_token(rotated, jku="https://evil.test/jwks")).status_code == 401
+    assert _get(client, rotated.token(aud=LOCAL + DISCOVERY)).status_code == 401
+    assert fhir_server.requests == []
+    # a kid the file lacks, with the listed jku: fetched, verified
+    assert _get(client, _sandbox_token(rotated, jku=jku)).status_code == 200
+    assert fhir_server.paths() == ["/fhir/jwks"]
+
+
+def test_the_no_fetch_guard_sees_a_fetch(tmp_path, sandbox, no_fetch):
+    """The guard of the tests above is not vacuous: a jku-only issuer does fetch, and it is caught."""
+    settings = Settings.from_mapping({"trusted_issuers": [{"iss": SANDBOX_ISS, "jku": [SANDBOX_JKU]}],
+                                      "public_base_url": LOCAL})
+    store = Store(f"sqlite:///{tmp_path / 'replay.sqlite3'}")
+    store.create_schema()
+    with pytest.raises(AssertionError, match="was fetched"):
+        TokenVerifier(settings, store).verify(f"Bearer {_sandbox_token(sandbox)}", LOCAL + DISCOVERY)
+    assert no_fetch == [f"JWK Set fetch of {SANDBOX_JKU}"]
