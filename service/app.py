@@ -5,9 +5,9 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, jsonify, request
-from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
+from . import cors
 from .auth import TokenVerifier
 from .cards import CardCatalogue
 from .config import ConfigError, Settings
@@ -87,10 +87,8 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     app.register_blueprint(feedback.blueprint)
     app.register_blueprint(health.blueprint)
 
-    origins = list(settings.cors_origins)
-    CORS(app, resources={r"/cds-services*": {}}, origins="*" if origins == ["*"] else origins,
-         allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"],
-         max_age=86400)
+    # flask-cors for the allowed origins; the others refused with a 403 that says why, logged (cors.py)
+    cors.install(app, settings)
 
     _register_error_handlers(app)
     if not settings.auth_enabled:

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import urls
+from .cors import normalise_origin
 
 PREFIX = "SPINE_CDS_"
 
@@ -231,6 +232,11 @@ class Settings:
                 except urls.UnsafeUrl as exc:
                     problems.append(f"{PREFIX}TRUSTED_ISSUERS: {issuer.iss}: jku {url!r} is not an "
                                     f"http(s) URL ({exc})")
+        for origin in self.cors_origins:
+            try:
+                normalise_origin(origin)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}CORS_ORIGINS: {exc}")
         for url in self.fhir_allowlist:
             try:
                 urls.base(url)

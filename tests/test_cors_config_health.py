@@ -1,6 +1,8 @@
 """CORS for browser clients, configuration checks, health endpoints."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from service.config import ConfigError, Settings
@@ -45,6 +47,180 @@ def test_configured_origins(make_app):
     assert response.headers["Access-Control-Allow-Origin"] == "https://other.example.org"
     assert "Access-Control-Allow-Origin" not in client.get(
         "/cds-services", headers={"Origin": SANDBOX}).headers
+
+
+LOCAL_SANDBOX = "http://localhost:3000"  # the sandbox built from its source and served locally
+PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
+ORDER_SIGN = "/cds-services/spine-coding-order-sign"
+
+
+def _preflight(client, origin, path=ORDER_SIGN, **headers):
+    return client.options(path, headers={"Origin": origin, **PREFLIGHT, **headers})
+
+
+def _refusals(caplog):
+    return [r for r in caplog.records if r.name == "service.cors"]
+
+
+def test_a_refused_preflight_is_a_403_that_names_the_origin_and_the_setting(client, caplog):
+    with caplog.at_level(logging.INFO):
+        response = _preflight(client, LOCAL_SANDBOX)
+    assert response.status_code == 403
+    assert response.mimetype == "application/fhir+json"
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Origin" in response.headers["Vary"]
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    [issue] = body["issue"]
+    assert issue["code"] == "forbidden"
+    assert LOCAL_SANDBOX in issue["diagnostics"]
+    assert f"SPINE_CDS_CORS_ORIGINS={SANDBOX},{LOCAL_SANDBOX}" in issue["diagnostics"]
+    [record] = _refusals(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (f"CORS: refused a preflight from origin {LOCAL_SANDBOX}, not in "
+                                   "SPINE_CDS_CORS_ORIGINS (answered 403)")
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/cds-services"), ("POST", ORDER_SIGN),
+                                         ("POST", ORDER_SIGN + "/feedback")])
+def test_a_cross_origin_request_from_an_unlisted_origin_is_refused_before_anything_runs(
+        make_app, tmp_path, order_sign_request, method, path, caplog):
+    (tmp_path / "k.json").write_text('{"keys": []}')
+    app = make_app(trusted_issuers=[{"iss": "https://ehr.test", "jwks_file": str(tmp_path / "k.json")}],
+                   public_base_url="https://cds.test")
+    with caplog.at_level(logging.INFO):
+        response = app.test_client().open(path, method=method, headers={"Origin": "https://evil.test"},
+                                          json=order_sign_request if method == "POST" else None)
+    assert response.status_code == 403  # not the 401 of the token check: refused before it
+    assert response.get_json()["issue"][0]["code"] == "forbidden"
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert [r.getMessage() for r in _refusals(caplog)] == [
+        "CORS: refused a cross-origin request from origin https://evil.test, not in SPINE_CDS_CORS_ORIGINS "
+        "(answered 403)"]
+    assert not any(r.name == "service.auth" for r in caplog.records)  # the JWT was never looked at
+
+
+def test_refusals_log_the_origin_only_escaped(client, caplog, capsys):
+    from service.escaping import EscapingFormatter
+
+    origin = "https://evil.test\x1b[31m\u2028forged"
+    with caplog.at_level(logging.INFO):
+        response = _preflight(client, origin, Authorization="Bearer canary-token-7f3a",
+                              **{"User-Agent": "canary-agent-91c2", "Cookie": "canary-cookie=1"})
+    assert response.status_code == 403
+    [record] = _refusals(caplog)
+    line = EscapingFormatter("%(message)s").format(record)
+    assert "\x1b" not in line and "\u2028" not in line and "\n" not in line
+    assert "https://evil.test\\x1b[31m\\u2028forged" in line
+    logged = caplog.text + capsys.readouterr().err
+    for secret in ("canary-token-7f3a", "canary-agent-91c2", "canary-cookie", "authorization, content-type"):
+        assert secret not in logged
+
+
+def test_a_very_long_origin_is_cut_where_it_is_logged_and_named(client, caplog):
+    origin = "https://" + "a" * 5000 + ".test"
+    with caplog.at_level(logging.INFO):
+        response = _preflight(client, origin)
+    assert response.status_code == 403
+    assert len(response.get_data()) < 1500
+    assert len(_refusals(caplog)[0].getMessage()) < 400
+
+
+def test_a_flood_of_refusals_is_logged_once_per_origin_a_minute(client, caplog):
+    with caplog.at_level(logging.INFO):
+        statuses = {_preflight(client, "https://evil.test").status_code for _ in range(50)}
+        statuses |= {client.get("/cds-services", headers={"Origin": "https://evil.test"}).status_code
+                     for _ in range(50)}
+        statuses.add(_preflight(client, "https://other.test").status_code)
+    assert statuses == {403}  # every one refused...
+    assert [r.getMessage().split(",")[0] for r in _refusals(caplog)] == [  # ...logged once per origin
+        "CORS: refused a preflight from origin https://evil.test",
+        "CORS: refused a preflight from origin https://other.test"]
+
+
+def test_the_refusal_log_is_rate_limited_and_bounded(caplog):
+    from service.cors import RefusalLog
+
+    now = [1000.0]
+    refusals = RefusalLog(interval=60, capacity=5, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO):
+        for _ in range(100):
+            refusals.refused("https://evil.test", "preflight")
+        now[0] += 59
+        refusals.refused("https://evil.test", "preflight")
+        assert len(_refusals(caplog)) == 1
+        now[0] += 2  # a minute after it was logged: logged again, with the count of the others
+        refusals.refused("https://evil.test", "preflight")
+        assert _refusals(caplog)[-1].getMessage().endswith("(answered 403; 100 more refused since it was last logged)")
+
+        caplog.clear()
+        for n in range(10_000):  # a flood of distinct origins
+            refusals.refused(f"https://evil-{n}.test", "preflight")
+        messages = [r.getMessage() for r in _refusals(caplog)]
+        assert len(messages) == 5  # the 4 origins that fit beside evil.test, and one line for the others
+        assert messages[-1] == ("CORS: refused requests from more than 5 origins within 60 s (answered 403); "
+                                "1 refused since this was last said, not logged one by one")
+        assert len(refusals._seen) == 5  # memory stays bounded
+
+        caplog.clear()
+        now[0] += 61  # the remembered origins expire: new ones are logged again...
+        refusals.refused("https://late.test", "cross-origin request")
+        for n in range(10):  # ...and the flood, counted meanwhile, is said again once the set is full
+            refusals.refused(f"https://evil-again-{n}.test", "preflight")
+        messages = [r.getMessage() for r in _refusals(caplog)]
+        assert messages[0] == ("CORS: refused a cross-origin request from origin https://late.test, not in "
+                               "SPINE_CDS_CORS_ORIGINS (answered 403)")
+        assert len(messages) == 6
+        assert messages[-1].endswith("within 60 s (answered 403); 9996 refused since this was last said, "
+                                     "not logged one by one")
+
+
+def test_the_local_sandbox_origin_setting_allows_it(make_app):
+    """As the README writes it: the hosted sandbox and a locally served one."""
+    settings = Settings.from_env({"SPINE_CDS_CORS_ORIGINS": "https://sandbox.cds-hooks.org,http://localhost:3000"})
+    client = make_app(cors_origins=",".join(settings.cors_origins)).test_client()
+    for origin in (SANDBOX, LOCAL_SANDBOX):
+        response = _preflight(client, origin)
+        assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == origin
+    # an origin is scheme, host and port: the same sandbox by another name is another origin
+    assert _preflight(client, "http://127.0.0.1:3000").status_code == 403
+
+
+@pytest.mark.parametrize("configured,origin", [
+    ("http://localhost:3000/", "http://localhost:3000"),  # the trailing slash a browser never sends
+    ("HTTP://LocalHost:3000", "http://localhost:3000"),
+    ("https://sandbox.cds-hooks.org:443", SANDBOX),  # the default port a browser never sends
+    ("http://[::1]:3000", "http://[::1]:3000"),  # an IPv6 host, whose brackets flask-cors would read as a regex
+])
+def test_origins_are_compared_as_a_browser_writes_them(make_app, configured, origin):
+    client = make_app(cors_origins=configured).test_client()
+    response = _preflight(client, origin)
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == origin
+    assert _preflight(client, "http://[::1]:30001").status_code == 403
+
+
+def test_any_origin_with_a_star(make_app, caplog):
+    client = make_app(cors_origins="*").test_client()
+    with caplog.at_level(logging.INFO):
+        response = _preflight(client, "https://anyone.test")
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "https://anyone.test"
+    assert _refusals(caplog) == []
+
+
+def test_same_origin_requests_and_other_paths_are_not_refused(client):
+    # browsers send Origin on a same-origin POST: the service's own origin is not a cross-origin caller
+    response = client.post(ORDER_SIGN + "/feedback", json={"feedback": []}, headers={"Origin": "http://localhost"})
+    assert response.status_code != 403
+    assert client.get("/cds-services", headers={"Origin": "http://localhost"}).status_code == 200
+    assert client.get("/healthz", headers={"Origin": "https://evil.test"}).status_code == 200
+    assert client.get("/cds-services").status_code == 200  # no Origin: not a browser's CORS request
+
+
+@pytest.mark.parametrize("value", ["localhost:3000", "http://localhost:3000/cds", "ftp://host",
+                                   "https://u@ehr.example.org", "http://localhost:3000?x=1", "null"])
+def test_a_value_that_is_not_an_origin_is_refused_at_start(value):
+    with pytest.raises(ConfigError, match="SPINE_CDS_CORS_ORIGINS: .*is not an origin"):
+        Settings.from_env({"SPINE_CDS_CORS_ORIGINS": f"https://sandbox.cds-hooks.org,{value}"})
 
 
 # ------------------------------------------------------------- configuration
