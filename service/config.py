@@ -86,7 +86,8 @@ class Settings:
         default=10, metadata={"help": "least time between two refetches of a JWK Set for an unknown kid"})
     cors_origins: tuple[str, ...] = field(
         default=("https://sandbox.cds-hooks.org",),
-        metadata={"help": "browser origins allowed to call (comma separated; * for any)"},
+        metadata={"help": "browser origins allowed to call /cds-services*, scheme://host[:port] (comma "
+                          "separated; * for any); another origin is answered 403, logged"},
     )
     max_body_bytes: int = field(default=10 * 1024 * 1024, metadata={"help": "largest request body accepted"})
     header_timeout: float = field(

@@ -223,6 +223,28 @@ def test_a_value_that_is_not_an_origin_is_refused_at_start(value):
         Settings.from_env({"SPINE_CDS_CORS_ORIGINS": f"https://sandbox.cds-hooks.org,{value}"})
 
 
+def test_the_readmes_sandbox_settings_are_written_as_the_service_reads_them(tmp_path):
+    """The local-sandbox origin line and the sandbox's key-file issuer, as the README shows them."""
+    import json
+    import re
+
+    from .support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    origins = set(re.findall(r"SPINE_CDS_CORS_ORIGINS=([^\s`'\"]+)", readme))
+    assert origins
+    for value in origins:
+        settings = Settings.from_env({"SPINE_CDS_CORS_ORIGINS": value})
+        assert SANDBOX in settings.cors_origins and LOCAL_SANDBOX in settings.cors_origins
+    [entry] = json.loads(re.search(r"^SPINE_CDS_TRUSTED_ISSUERS=(\[.*\])$", readme, re.M).group(1))
+    assert entry["iss"] == SANDBOX and "jku" not in entry
+    (tmp_path / "sandbox-jwks.json").write_text('{"keys": []}')
+    entry["jwks_file"] = str(tmp_path / "sandbox-jwks.json")
+    base = re.search(r"^SPINE_CDS_PUBLIC_BASE_URL=(\S+)$", readme, re.M).group(1)
+    settings = Settings.from_env({"SPINE_CDS_TRUSTED_ISSUERS": json.dumps([entry]), "SPINE_CDS_PUBLIC_BASE_URL": base})
+    assert settings.trusted_issuers[0].jwks_file == entry["jwks_file"] and settings.trusted_issuers[0].jku == ()
+
+
 # ------------------------------------------------------------- configuration
 def test_defaults_run_locally_open_on_sqlite():
     settings = Settings.from_env({})
