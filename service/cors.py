@@ -102,6 +102,15 @@ def _flask_cors_origin(origin: str):
     return re.compile(re.escape(origin) + r"\Z", re.IGNORECASE)
 
 
+def _origin_of(url: str) -> str | None:
+    """The origin of a URL (the public base URL may have a path), or None."""
+    try:
+        parts = urlsplit(url)
+        return normalise_origin(f"{parts.scheme}://{parts.netloc}") if parts.scheme and parts.netloc else None
+    except ValueError:
+        return None
+
+
 def _shown(origin: str) -> str:
     return origin if len(origin) <= MAX_SHOWN else origin[:MAX_SHOWN] + "…"
 
@@ -117,15 +126,14 @@ def install(app: Flask, settings) -> None:
         return
     allowed = frozenset(origins)
     listed = ",".join(origins)
-    public = normalise_origin(settings.public_base_url.rstrip("/")) if settings.public_base_url else None
+    public = _origin_of(settings.public_base_url)
     refusals = RefusalLog()
-    app.extensions["spine_cds_cors_refusals"] = refusals
 
     def own(origin: str) -> bool:
         """A request from the service's own pages (browsers send Origin on a same-origin POST)."""
         try:
             origin = normalise_origin(origin)
-            return origin in (public, normalise_origin(f"{request.scheme}://{request.host}"))
+            return origin in (public, _origin_of(f"{request.scheme}://{request.host}"))
         except ValueError:
             return False
 

@@ -216,6 +216,13 @@ def test_same_origin_requests_and_other_paths_are_not_refused(client):
     assert client.get("/cds-services").status_code == 200  # no Origin: not a browser's CORS request
 
 
+def test_the_public_base_urls_origin_is_the_services_own(make_app):
+    """Behind a proxy the browser's origin is the public one (the base URL may have a path)."""
+    client = make_app(public_base_url="https://cds.example.org:8443/spine").test_client()
+    assert client.get("/cds-services", headers={"Origin": "https://cds.example.org:8443"}).status_code == 200
+    assert client.get("/cds-services", headers={"Origin": "https://cds.example.org"}).status_code == 403
+
+
 @pytest.mark.parametrize("value", ["localhost:3000", "http://localhost:3000/cds", "ftp://host",
                                    "https://u@ehr.example.org", "http://localhost:3000?x=1", "null"])
 def test_a_value_that_is_not_an_origin_is_refused_at_start(value):
