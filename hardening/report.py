@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TESTS = ["tests/test_attacks.py", "tests/test_jwt.py", "tests/test_fuzz.py", "tests/test_faults.py",
          "tests/test_fhir_fetch.py", "tests/test_load_crash.py", "tests/test_privacy.py",
-         "tests/test_database_faults.py", "tests/test_slow_clients.py"]
+         "tests/test_database_faults.py", "tests/test_slow_clients.py", "tests/test_url_allowlist.py",
+         "tests/test_injection.py", "tests/test_hostile_records.py", "tests/test_memory.py", "tests/test_html_reader.py",
+         "tests/test_auth_gates.py"]
 
 
 def main() -> int:
@@ -43,7 +45,7 @@ def main() -> int:
               "fuzz_examples_per_operation": int(env["SPINE_CDS_TEST_FUZZ_EXAMPLES"]),
               "load_seconds": float(env["SPINE_CDS_TEST_LOAD_SECONDS"])}
     for name in ("attacks", "fuzz-counts", "faults", "load-crash-sqlite", "load-crash-postgresql", "slow-clients",
-                 "database-faults"):
+                 "database-faults", "hostile-records", "memory"):
         path = ARTIFACTS / f"{name}.json"
         report[name] = json.loads(path.read_text()) if path.exists() else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +100,24 @@ def render(r: dict) -> str:
                          f"503; worker deaths {d['worker_deaths']}")
         else:
             lines.append(f"database fault: {case:<22} " + ", ".join(f"{k} {v}" for k, v in d.items()))
+    if r["passed"]:
+        sys.path.insert(0, str(ROOT))
+        from tests.test_injection import PAYLOADS  # noqa: PLC0415 - the counts the tests ran
+        from tests.test_url_allowlist import NORMALISED, TRICK_NAMES  # noqa: PLC0415
+
+        lines.append(f"URL tricks (served)                 {len(TRICK_NAMES)} tricks as an attachment url and as a next "
+                     f"link, off-allowlist fhirServers: 0 requests outside the allowed base, 0 connections on "
+                     f"the canary; {len(NORMALISED)} spellings of an allowed URL read at their canonical path")
+        lines.append(f"chart text as markup                {len(PAYLOADS)} payloads (links, images, HTML, script, code, "
+                     "headings, tables, blocks, e-mail) in every chart field: every card, page and CSV shows them "
+                     "as text")
+    for case, d in (r.get("hostile-records") or {}).items():
+        lines.append(f"hostile record: {case:<30} {d['seconds']} s, {d['cards']} cards, "
+                     f"{d['answer_bytes'] // 1024} KB, worker deaths {d['worker_deaths']}")
+    m = r.get("memory")
+    if m:
+        lines.append(f"worker memory (served)              {m['notes']} distinct 5 MB notes: RSS {m['before_mb']} -> "
+                     f"{m['after_mb']} MB (bound: +100 MB)")
     lines.append("clinical text, JWTs, tokens in logs 0 canaries found (81 vignettes x 4 levels, and a served "
                  "instance at DEBUG)" if r["passed"] else "log privacy: see the test output")
     return "\n".join(lines)
