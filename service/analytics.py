@@ -2,10 +2,14 @@
 kind, service and day, with the override reasons and the suggestions chosen. A suppressed card is one
 the rules gave again after feedback on it within the window (service/suppression.py): recorded, not
 shown, so not counted among the shown cards. Computed in the database (GROUP BY),
-so it stays cheap as the tables grow; no clinical text is involved anywhere."""
+so it stays cheap as the tables grow; no clinical text is involved anywhere.
+
+Playground traffic (cards issued by runs at `/`, origin 'playground', and the feedback on them) is
+left out unless asked: `?include=playground` on /analytics, /analytics.csv and /stats."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -13,8 +17,21 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import String, and_, cast, func, select
 
+from .errors import Problem
 from .escaping import csv_row
-from .store import Store, feedback, issued_cards
+from .store import PLAYGROUND, Store, feedback, issued_cards
+
+INCLUDABLE = (PLAYGROUND,)  # what ?include= may name
+
+
+def include_playground(args) -> bool:
+    """`?include=playground` (repeated or comma separated): playground traffic counted too. Any other
+    value is a 400 OperationOutcome naming it."""
+    named = [v.strip() for value in args.getlist("include") for v in value.split(",") if v.strip()]
+    unknown = [v for v in named if v not in INCLUDABLE]
+    if unknown:
+        raise Problem.of(400, "invalid", f"include may name {', '.join(INCLUDABLE)}, not {unknown[0]!r}", "include")
+    return PLAYGROUND in named
 
 
 @dataclass(frozen=True)
@@ -22,9 +39,10 @@ class Filters:
     start: date | None = None
     end: date | None = None
     service: str | None = None
+    include_playground: bool = False
 
     def where(self):
-        clauses = []
+        clauses = [] if self.include_playground else [issued_cards.c.origin != PLAYGROUND]
         if self.start:
             clauses.append(issued_cards.c.issued_at >= datetime.combine(self.start, time.min, timezone.utc))
         if self.end:
@@ -63,6 +81,7 @@ class Report:
     by_day: list[tuple[str, int, int, int]] = field(default_factory=list)  # (day, live, silent, suppressed)
     override_reasons: list[tuple[str, int]] = field(default_factory=list)
     suggestions_chosen: list[tuple[str, int, int]] = field(default_factory=list)  # (rule, position, count)
+    playground_cards: int = 0  # cards of the playground in the period, left out (0 when included)
 
     @property
     def totals(self) -> RuleFigures:
@@ -143,4 +162,9 @@ def _build(conn, filters: Filters) -> Report:
             chosen[(row.rule, position)] = chosen.get((row.rule, position), 0) + 1
     report.suggestions_chosen = sorted(((r, p, n) for (r, p), n in chosen.items()), key=lambda x: (x[0], x[1]))
     report.rules = sorted(figures.values(), key=lambda f: (-f.issued, f.rule))
+    if not filters.include_playground:
+        report.playground_cards = conn.execute(
+            select(func.count()).select_from(issued_cards)
+            .where(dataclasses.replace(filters, include_playground=True).where(),
+                   issued_cards.c.origin == PLAYGROUND)).scalar_one()
     return report

@@ -83,6 +83,9 @@ issued_cards = Table(
     Column("suppression_key", String(64)),
     Column("window_key", String(64)),
     Column("suppressed", Boolean, nullable=False, server_default=text("false")),
+    # where the call came from: 'ehr' (the hook endpoints) or 'playground' (GET / runs), which the
+    # analytics and /stats leave out unless asked (?include=playground). Old rows: 'ehr'.
+    Column("origin", String(16), nullable=False, server_default=text("'ehr'")),
     Index("ix_issued_cards_issued_at", "issued_at"),
     Index("ix_issued_cards_rule", "rule"),
 )
@@ -137,7 +140,11 @@ hook_timeouts = Table(
     Column("hook_instance", String(64), nullable=False),
     Column("elapsed_ms", Integer, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("origin", String(16), nullable=False, server_default=text("'ehr'")),  # as issued_cards.origin
 )
+
+ORIGINS = ("ehr", "playground")  # issued_cards.origin, hook_timeouts.origin
+PLAYGROUND = "playground"
 
 # One row per maintenance task (the purge): the worker whose UPDATE moves last_run_at runs it.
 maintenance_runs = Table(
@@ -434,10 +441,13 @@ class Store:
     # ------------------------------------------------------------ issued cards
     def record_issued(self, service_id: str, hook: str, hook_instance: str, cards: list[dict],
                       extension_key: str, silent: bool = False, suppressed: bool = False,
-                      keys: dict[str, tuple[str | None, str | None]] | None = None) -> None:
-        """`keys`: card uuid → (suppression key, window key), the keyed hashes of service/suppression.py."""
+                      keys: dict[str, tuple[str | None, str | None]] | None = None, origin: str = "ehr") -> None:
+        """`keys`: card uuid → (suppression key, window key), the keyed hashes of service/suppression.py.
+        `origin`: 'ehr', or 'playground' for the playground's runs (left out of the figures by default)."""
         if not cards:
             return
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {ORIGINS}")
         now = self.clock()
         keys = keys or {}
         rows = []
@@ -459,12 +469,15 @@ class Store:
                 "suppression_key": suppression_key,
                 "window_key": window_key,
                 "suppressed": suppressed,
+                "origin": origin,
             })
         self._record(issued_cards, rows)
 
-    def record_timeout(self, service_id: str, hook_instance: str, elapsed_ms: float) -> None:
+    def record_timeout(self, service_id: str, hook_instance: str, elapsed_ms: float, origin: str = "ehr") -> None:
+        if origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {ORIGINS}")
         self._record(hook_timeouts, [{"service_id": service_id, "hook_instance": hook_instance,
-                                      "elapsed_ms": int(elapsed_ms), "at": utcnow()}])
+                                      "elapsed_ms": int(elapsed_ms), "at": utcnow(), "origin": origin}])
 
     def _record(self, table: Table, rows: list[dict]) -> None:
         """Write now (within the hook-path timeout), else queue for the writer thread; never raises
@@ -680,34 +693,45 @@ class Store:
             raise DatabaseUnavailable(_REPLAY_REFUSED) from None
         return inserted is not None
 
-    def stats(self) -> dict:
+    def stats(self, include_playground: bool = False) -> dict:
+        """Counts of EHR traffic; with `include_playground`, the playground's runs and the feedback on
+        their cards too (`origins` says which)."""
         try:
-            out = self._stats()
+            out = self._stats(include_playground)
         except DATABASE_ERRORS as exc:
             log.error("database: statistics unavailable (%s)", type(exc).__name__)
             raise DatabaseUnavailable("statistics are unavailable") from None
         out["writeQueue"] = self.queue_status()
         return out
 
-    def _stats(self) -> dict:
+    def _stats(self, include_playground: bool = False) -> dict:
+        cards = issued_cards.c
+        origin = and_(True) if include_playground else cards.origin != PLAYGROUND
+        # feedback on a playground card is playground traffic too (on an unknown card: the EHR's)
+        on_cards = feedback.outerjoin(issued_cards, feedback.c.card_uuid == cards.card_uuid)
+        feedback_origin = and_(True) if include_playground else or_(cards.origin.is_(None), cards.origin != PLAYGROUND)
+        timeout_origin = and_(True) if include_playground else hook_timeouts.c.origin != PLAYGROUND
         for attempt in self._attempts():
             with attempt as conn:
                 by_rule = {row.rule: row.n for row in conn.execute(
-                    select(issued_cards.c.rule, func.count().label("n"))
-                    .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(False))
-                    .group_by(issued_cards.c.rule))}
+                    select(cards.rule, func.count().label("n"))
+                    .where(cards.silent.is_(False), cards.suppressed.is_(False), origin)
+                    .group_by(cards.rule))}
                 silent = {row.rule: row.n for row in conn.execute(
-                    select(issued_cards.c.rule, func.count().label("n")).where(issued_cards.c.silent.is_(True))
-                    .group_by(issued_cards.c.rule))}
+                    select(cards.rule, func.count().label("n")).where(cards.silent.is_(True), origin)
+                    .group_by(cards.rule))}
                 suppressed = {row.rule: row.n for row in conn.execute(
-                    select(issued_cards.c.rule, func.count().label("n"))
-                    .where(issued_cards.c.silent.is_(False), issued_cards.c.suppressed.is_(True))
-                    .group_by(issued_cards.c.rule))}
+                    select(cards.rule, func.count().label("n"))
+                    .where(cards.silent.is_(False), cards.suppressed.is_(True), origin)
+                    .group_by(cards.rule))}
                 outcomes = {row.outcome: row.n for row in conn.execute(
-                    select(feedback.c.outcome, func.count().label("n")).group_by(feedback.c.outcome))}
-                timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)).scalar_one()
+                    select(feedback.c.outcome, func.count().label("n")).select_from(on_cards)
+                    .where(feedback_origin).group_by(feedback.c.outcome))}
+                timeouts = conn.execute(select(func.count()).select_from(hook_timeouts)
+                                        .where(timeout_origin)).scalar_one()
         return {"cardsIssued": sum(by_rule.values()), "cardsByRule": by_rule, "silentCardsByRule": silent,
-                "suppressedCardsByRule": suppressed, "feedback": outcomes, "hookTimeouts": timeouts}
+                "suppressedCardsByRule": suppressed, "feedback": outcomes, "hookTimeouts": timeouts,
+                "origins": list(ORIGINS) if include_playground else ["ehr"]}
 
     def count(self, table_name: str) -> int:
         table = metadata.tables[table_name]

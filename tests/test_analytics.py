@@ -95,3 +95,117 @@ def test_the_same_figures_on_each_database(database_url):
     assert '<b id="issued">2</b>' in html and '<b id="accepted">1</b>' in html
     assert "SPL-SPECIFICITY</td><td>1</td><td>1</td>" in html  # suggestion 1 chosen once
     app.extensions["spine_cds"].store.engine.dispose()
+
+
+# ------------------------------------------------------------ playground traffic (issue 12)
+def _playground_run(client, vignette):
+    page = client.post("/playground/run", data={"vignette": vignette, "service": ""}).get_data(as_text=True)
+    assert 'id="result"' in page
+    return page
+
+
+def _figures(client, query=""):
+    html = client.get(f"/analytics{query}").get_data(as_text=True)
+    kpis = {name: int(n) for name, n in __import__("re").findall(r'<b id="(\w+)">(\d+)</b>', html)}
+    rows = {r["rule"]: r for r in csv.DictReader(io.StringIO(client.get(f"/analytics.csv{query}").get_data(as_text=True)))}
+    stats = client.get(f"/stats{query}").get_json()
+    return kpis, rows, stats, html
+
+
+def test_playground_runs_do_not_move_the_figures_unless_asked(database_url):
+    import re
+
+    from service import create_app
+
+    app = create_app({"database_url": database_url, "silent_rules": "RAD-RA-SEQUENCING"})
+    client = app.test_client()
+    shown = _cards(client, SPECIFICITY)[0]
+    _feedback(client, shown, "overridden", overrideReason={"reason": {
+        "code": "provider-will-be-queried", "system": "urn:spine-coding-cds:override-reason"}})
+    before = _figures(client)
+    assert before[0]["issued"] == 1 and before[0]["overridden"] == 1
+    # playground runs: shown cards, a silent one, and feedback on a playground card
+    page = _playground_run(client, SPECIFICITY)
+    _playground_run(client, SPECIFICITY)
+    _playground_run(client, TWO_CARDS)
+    card = re.search(r'name="card" value="([^"]+)"', page).group(1)
+    suggestion = re.search(r'name="suggestion" value="([^"]+)"', page).group(1)
+    assert client.post("/playground/feedback", data={"service": "spine-coding-encounter-sign", "card": card,
+                                                     "suggestion": suggestion, "outcome": "accepted"}).status_code == 302
+    after = _figures(client)
+    assert after[0] == before[0] and after[1] == before[1]
+    assert {k: v for k, v in after[2].items() if k != "writeQueue"} == {k: v for k, v in before[2].items()
+                                                                        if k != "writeQueue"}
+    assert after[2]["origins"] == ["ehr"] and after[2]["feedback"] == {"overridden": 1}
+    assert "3 cards of playground runs left out" in after[3] and "?include=playground" in after[3]
+    # asked for, they are counted
+    kpis, rows, stats, html = _figures(client, "?include=playground")
+    assert kpis["issued"] == 3 and kpis["accepted"] == 1 and kpis["overridden"] == 1 and kpis["silent"] == 1
+    assert rows["SPL-SPECIFICITY"]["issued"] == "3" and rows["RAD-RA-SEQUENCING"]["silent"] == "1"
+    assert stats["cardsIssued"] == 3 and stats["cardsByRule"] == {"SPL-SPECIFICITY": 3}
+    assert stats["silentCardsByRule"] == {"RAD-RA-SEQUENCING": 1}
+    assert stats["feedback"] == {"overridden": 1, "accepted": 1} and stats["origins"] == ["ehr", "playground"]
+    assert 'name="include" value="playground" checked' in html and "left out" not in html
+    # the CSV link of the page keeps the choice
+    assert 'href="/analytics.csv?include=playground"' in html
+    app.extensions["spine_cds"].store.engine.dispose()
+
+
+def test_playground_timeouts_are_left_out_of_the_stats(app):
+    store = app.extensions["spine_cds"].store
+    store.record_timeout("spine-coding-encounter-sign", "h1", 1200.0)
+    store.record_timeout("spine-coding-encounter-sign", "h2", 1300.0, origin="playground")
+    client = app.test_client()
+    assert client.get("/stats").get_json()["hookTimeouts"] == 1
+    assert client.get("/stats?include=playground").get_json()["hookTimeouts"] == 2
+
+
+@pytest.mark.parametrize("path", ["/analytics", "/analytics.csv", "/stats"])
+@pytest.mark.parametrize("value", ["everything", "playground,ehr", ""])
+def test_include_names_only_playground(client, path, value):
+    response = client.get(f"{path}?include={value}")
+    if value == "":
+        assert response.status_code == 200  # an empty value is no request
+        return
+    body = response.get_json()
+    assert response.status_code == 400 and body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["expression"] == ["include"] and "playground" in body["issue"][0]["diagnostics"]
+
+
+def test_a_database_from_before_origins_is_upgraded_in_place(database_url):
+    """issued_cards and hook_timeouts as they were before the origin column: the column is added in
+    place, the old rows count as EHR traffic."""
+    import sqlalchemy
+
+    from service import create_app
+
+    engine = sqlalchemy.create_engine(database_url)
+    stamp = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "DATETIME"
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(
+            "CREATE TABLE issued_cards (card_uuid VARCHAR(36) PRIMARY KEY, rule VARCHAR(64) NOT NULL, "
+            "kind VARCHAR(32) NOT NULL, indicator VARCHAR(16) NOT NULL, service_id VARCHAR(64) NOT NULL, "
+            "hook VARCHAR(64) NOT NULL, hook_instance VARCHAR(64) NOT NULL, suggestion_uuids TEXT NOT NULL, "
+            f"proposed_codes TEXT NOT NULL, issued_at {stamp} NOT NULL, silent BOOLEAN NOT NULL DEFAULT false, "
+            "suppression_key VARCHAR(64), window_key VARCHAR(64), suppressed BOOLEAN NOT NULL DEFAULT false)"))
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO issued_cards VALUES ('u1', 'SPL-SPECIFICITY', 'specificity', 'warning', "
+            "'spine-coding-encounter-sign', 'encounter-sign', 'i', '[]', '[]', '2026-01-01 00:00:00+00:00', "
+            "false, NULL, NULL, false)"))
+        serial = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"
+        conn.execute(sqlalchemy.text(
+            f"CREATE TABLE hook_timeouts (id {serial} PRIMARY KEY, service_id VARCHAR(64) NOT NULL, "
+            f"hook_instance VARCHAR(64) NOT NULL, elapsed_ms INTEGER NOT NULL, at {stamp} NOT NULL)"))
+        conn.execute(sqlalchemy.text("INSERT INTO hook_timeouts (service_id, hook_instance, elapsed_ms, at) "
+                                     "VALUES ('s', 'h', 1500, '2026-01-01 00:00:00+00:00')"))
+    engine.dispose()
+    app = create_app({"database_url": database_url})
+    store = app.extensions["spine_cds"].store
+    assert [r["origin"] for r in store.issued_rows()] == ["ehr"]
+    client = app.test_client()
+    _playground_run(client, SPECIFICITY)
+    stats = client.get("/stats").get_json()
+    assert stats["cardsByRule"] == {"SPL-SPECIFICITY": 1} and stats["hookTimeouts"] == 1
+    assert client.get("/stats?include=playground").get_json()["cardsByRule"] == {"SPL-SPECIFICITY": 2}
+    assert '<b id="issued">1</b>' in client.get("/analytics").get_data(as_text=True)
+    store.engine.dispose()

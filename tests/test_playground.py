@@ -133,3 +133,99 @@ def test_the_playground_is_off_when_authentication_is_on(make_app, tmp_path):
     assert make_app(**settings).test_client().get("/").status_code == 404
     # turned on, it still needs a token (tests/test_auth_gates.py)
     assert make_app(playground=True, **settings).test_client().get("/").status_code == 401
+
+
+# ------------------------------------------------------------ the picker follows the vignette (issue 12)
+def _vignette_files() -> dict[str, str]:
+    """Every hook request under fhir_fixtures/, read here (not through the playground), with its hook."""
+    out = {}
+    for path in sorted(FIXTURES.glob("**/*.json")):
+        body = json.loads(path.read_text())
+        if isinstance(body, dict) and body.get("hook") in ("order-sign", "encounter-sign", "encounter-discharge"):
+            out[path.relative_to(FIXTURES).as_posix()] = body["hook"]
+    return out
+
+
+def test_the_service_picker_defaults_to_the_requests_own_hook(client):
+    page = client.get("/").get_data(as_text=True)
+    picker = re.search(r'<select name="service">(.*?)</select>', page, re.S).group(1)
+    options = re.findall(r'<option value="([^"]*)"\s*(selected)?', picker)
+    assert options[0] == ("", "selected") and all(not selected for _, selected in options[1:])
+    # each vignette names its hook in the picker
+    for name, hook in _vignette_files().items():
+        assert f'<option value="{name}" >{name} ({hook})</option>' in page
+
+
+def test_every_vignette_runs_from_the_playground_with_the_default_picker(client):
+    """As a first-time user does: choose a vignette, leave the service as it is, run."""
+    page = client.get("/").get_data(as_text=True)
+    default = re.search(r'<select name="service">\s*<option value="([^"]*)"', page).group(1)
+    vignettes = _vignette_files()
+    assert len(vignettes) >= 100 and set(vignettes.values()) == {"order-sign", "encounter-sign", "encounter-discharge"}
+    for name, hook in vignettes.items():
+        result = _run(client, vignette=name, service=default)
+        assert 'id="error"' not in result, (name, re.search(r'id="error">(.*?)</p>', result, re.S).group(1))
+        assert 'id="result"' in result, name
+        ran = re.search(r'<p id="ran-service">Run through <code>([^<]+)</code> \(([^)]+)\)', result)
+        assert ran and ran.group(2) == hook and ran.group(1) == f"spine-coding-{hook}", name
+        # the feedback buttons name the service that issued the cards
+        assert set(re.findall(r'name="service" value="([^"]*)"', result)) <= {ran.group(1)}, name
+
+
+def test_a_form_without_a_service_field_follows_the_vignette(client):
+    result = client.post("/playground/run", data={"vignette": "order-sign_c1-c2-slip_coded-m43.10.json"})
+    assert "Run through <code>spine-coding-order-sign</code>" in result.get_data(as_text=True)
+
+
+def test_a_service_chosen_on_purpose_against_the_vignettes_hook_is_a_mismatch_error(client, app, monkeypatch):
+    from service.api import playground
+
+    calls = []
+    real = playground.answer_hook
+    monkeypatch.setattr(playground, "answer_hook", lambda *a, **k: calls.append(1) or real(*a, **k))
+    page = _run(client, vignette="order-sign_c1-c2-slip_coded-m43.10.json", service="spine-coding-encounter-sign")
+    error = re.search(r'id="error">(.*?)</p>', page, re.S).group(1)
+    assert "hook mismatch" in error and "spine-coding-order-sign" in error and "encounter-sign" in error
+    assert not calls and 'id="result"' not in page  # not run, not re-hooked
+    # the form keeps what was chosen
+    assert '<option value="spine-coding-encounter-sign" selected>' in page
+    assert '<option value="order-sign_c1-c2-slip_coded-m43.10.json" selected>' in page
+    # the matching service, chosen on purpose, runs
+    assert 'id="result"' in _run(client, vignette="order-sign_c1-c2-slip_coded-m43.10.json",
+                                 service="spine-coding-order-sign")
+
+
+def test_a_pasted_request_follows_its_hook_and_a_bundle_needs_a_service(client):
+    request = json.loads((FIXTURES / VIGNETTE).read_text())
+    assert "S12.112A replaces M43.11" in _run(client, request=json.dumps(request), service="")
+    resources = [e["resource"] for v in request["prefetch"].values() if v.get("resourceType") == "Bundle"
+                 for e in v["entry"]] + [request["prefetch"]["patient"], request["prefetch"]["encounter"]]
+    bundle = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+    error = re.search(r'id="error">(.*?)</p>', _run(client, request=bundle, service=""), re.S).group(1)
+    assert "Bundle" in error and "choose" in error
+    unknown = dict(request, hook="patient-view")
+    error = re.search(r'id="error">(.*?)</p>', _run(client, request=json.dumps(unknown), service=""), re.S).group(1)
+    assert "patient-view" in error
+
+
+def test_the_picker_lists_only_hook_requests(client, tmp_path, monkeypatch):
+    from service.api import playground
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "request.json").write_text(json.dumps({"hook": "encounter-discharge", "context": {}}))
+    (tmp_path / "bundle.json").write_text(json.dumps({"resourceType": "Bundle", "entry": []}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"transactionTime": "2026-01-01T00:00:00Z", "output": []}))
+    (tmp_path / "other-hook.json").write_text(json.dumps({"hook": "patient-view"}))
+    (tmp_path / "broken.json").write_text("{")
+    monkeypatch.setattr(playground, "FIXTURES", tmp_path)
+    assert playground.vignettes() == {"a/request.json": "encounter-discharge"}
+    assert _run(client, vignette="bundle.json", service="").count("choose a vignette") == 1
+
+
+def test_playground_cards_are_recorded_as_playground_traffic(client, app):
+    store = app.extensions["spine_cds"].store
+    _run(client, vignette=VIGNETTE, service="")
+    client.post("/cds-services/spine-coding-encounter-sign",
+                json=json.loads((FIXTURES / VIGNETTE).read_text())).close()  # recorded once the answer is sent
+    origins = sorted(r["origin"] for r in store.issued_rows())
+    assert origins == ["ehr", "playground"]

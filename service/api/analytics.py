@@ -1,6 +1,7 @@
 """GET /analytics (a page a CDI lead reads at a glance) and GET /analytics.csv (per-rule figures).
 
-Filters: ?from=YYYY-MM-DD&to=YYYY-MM-DD&service=<id>. Protected like the hook endpoints when trusted
+Filters: ?from=YYYY-MM-DD&to=YYYY-MM-DD&service=<id>; playground runs are left out unless
+?include=playground. Protected like the hook endpoints when trusted
 issuers are configured (a JWT whose aud is this URL). Server-rendered, no script, no CDN."""
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import date
 
 from flask import Blueprint, Response, render_template_string, request
 
-from ..analytics import Filters, build
+from ..analytics import Filters, build, include_playground
 from ..errors import Problem
 from ..services import SERVICES
 from .common import require_jwt, runtime
@@ -30,7 +31,7 @@ def _filters() -> Filters:
     service = request.args.get("service", "").strip() or None
     if service and service not in SERVICES:
         raise Problem.of(400, "invalid", f"no service {service!r}", "service")
-    return Filters(day("from"), day("to"), service)
+    return Filters(day("from"), day("to"), service, include_playground(request.args))
 
 
 @blueprint.get("/analytics.csv")
@@ -64,8 +65,10 @@ td:first-child,th:first-child{text-align:left}.bar{fill:#3b6fd8}.silent{fill:#b9
  from <input type="date" name="from" value="{{ f.start or '' }}"> to <input type="date" name="to" value="{{ f.end or '' }}">
  service <select name="service"><option value="">all</option>{% for s in services %}
  <option value="{{ s }}" {% if f.service == s %}selected{% endif %}>{{ s }}</option>{% endfor %}</select>
+ <label><input type="checkbox" name="include" value="playground" {% if f.include_playground %}checked{% endif %}> include playground runs</label>
  <button type="submit">Filter</button> <a href="/analytics.csv?{{ query }}">CSV</a>
 </form>
+<p id="origin">{% if f.include_playground %}EHR traffic and playground runs (<code>?include=playground</code>).{% else %}EHR traffic only{% if r.playground_cards %}: {{ r.playground_cards }} card{{ '' if r.playground_cards == 1 else 's' }} of playground runs left out{% endif %} (<code>?include=playground</code> counts them).{% endif %}</p>
 {% set t = r.totals %}
 <p><span class="kpi"><b id="issued">{{ t.issued }}</b>cards shown</span>
 <span class="kpi"><b id="accepted">{{ t.accepted }}</b>accepted{% if t.issued %} ({{ (100 * t.accepted / t.issued) | round(1) }} %){% endif %}</span>

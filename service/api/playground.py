@@ -7,6 +7,19 @@ It runs the same pipeline as the hook endpoints, in process. It is on when authe
 authentication on, every playground request needs a valid bearer JWT from a trusted issuer, as the
 hook endpoints do (401 without one): the pipeline never runs, and no feedback is stored, for
 someone without a token.
+
+**The service follows the request.** The service picker's first choice, the default, is "the
+request's own hook": a vignette (fhir_fixtures/**/*.json, each a hook request naming its `hook`; the
+picker names each one's hook) or a pasted hook request runs through the service whose hook it names,
+so no vignette fails on first run. Choosing a service is choosing on purpose: a request naming
+another hook is then refused with the hook-mismatch error the hook endpoint gives (400), in the page,
+saying which service would answer it; it is not re-hooked silently. A pasted FHIR Bundle names no
+hook: the service must be chosen (the Bundle becomes a request of that service's hook).
+
+**Playground traffic is marked.** The cards it issues are recorded with origin `playground` (the
+`origin` column of issued_cards; hook calls are `ehr`), so /analytics, /analytics.csv and /stats
+leave them out unless asked (`?include=playground`). Feedback given here is about those cards and
+is left out with them. The rule pages' worked examples record nothing (rule_pages._QuietStore).
 """
 from __future__ import annotations
 
@@ -22,7 +35,7 @@ from ..bundles import hook_request_from_bundle
 from ..config import PROJECT_DIR
 from ..errors import Problem
 from ..pipeline import answer_hook
-from ..services import SERVICES
+from ..services import SERVICES, service_for_hook
 from .common import require_jwt, runtime
 from .feedback import parse_feedback
 from ..escaping import html_text as escape_text
@@ -43,8 +56,33 @@ def only_when_enabled():
     require_jwt()  # authentication on: the same bearer JWT as the hook endpoints, or 401
 
 
-def vignettes() -> list[str]:
-    return sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.glob("**/*.json"))
+FOLLOW_THE_REQUEST = ""  # the service picker's default: the service of the request's own hook
+_HOOKS: dict[str, tuple[int, str | None]] = {}  # fixture path -> (mtime_ns, its hook): read once per change
+
+
+def _hook_of(path) -> str | None:
+    """The hook a fixture file names, when it is a hook request of one of our services; None for
+    anything else under fhir_fixtures/ (a Bundle, a Bulk Data manifest)."""
+    key, mtime = path.as_posix(), path.stat().st_mtime_ns
+    cached = _HOOKS.get(key)
+    if cached is None or cached[0] != mtime:
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            body = None
+        hook = body.get("hook") if isinstance(body, dict) else None
+        cached = _HOOKS[key] = (mtime, hook if service_for_hook(hook) else None)
+    return cached[1]
+
+
+def vignettes() -> dict[str, str]:
+    """The hook requests under fhir_fixtures/ (relative path -> the hook each names), sorted by path."""
+    out = {}
+    for path in sorted(FIXTURES.glob("**/*.json")):
+        hook = _hook_of(path)
+        if hook:
+            out[path.relative_to(FIXTURES).as_posix()] = hook
+    return out
 
 
 @blueprint.get("/")
@@ -54,34 +92,86 @@ def page():
 
 @blueprint.post("/playground/run")
 def run():
-    service_id = request.form.get("service", "")
-    service = SERVICES.get(service_id)
-    if service is None:
-        return _render(error=f"choose a service (not {service_id!r})")
+    service_id = request.form.get("service", FOLLOW_THE_REQUEST)
     chosen = request.form.get("vignette", "")
     pasted = request.form.get("request", "").strip()
+    form = {"pasted": pasted, "chosen": chosen, "service_id": service_id}
+    if service_id != FOLLOW_THE_REQUEST and service_id not in SERVICES:
+        return _render(error=f"choose a service (not {service_id!r})", **form)
     try:
         if pasted:
             body = json.loads(pasted)
         elif chosen in vignettes():
             body = json.loads((FIXTURES / chosen).read_text())
         else:
-            return _render(error="choose a vignette or paste a hook request or a FHIR Bundle")
+            return _render(error="choose a vignette or paste a hook request or a FHIR Bundle", **form)
     except ValueError as exc:
-        return _render(error=f"the pasted text is not JSON ({exc})", pasted=pasted)
+        return _render(error=f"the pasted text is not JSON ({exc})", **form)
+    service, error = _service_for(body, service_id)
+    if service is None:
+        return _render(error=error, **form)
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
         body = hook_request_from_bundle(body, service.hook)
     if isinstance(body, dict):
-        body = dict(body, hook=service.hook, hookInstance=str(uuid.uuid4()))
+        body = dict(body, hook=body.get("hook", service.hook), hookInstance=str(uuid.uuid4()))
     try:
-        answer = answer_hook(runtime(), service, body, screen=False)  # one demo patient: feedback hides nothing
+        # one demo patient: feedback hides nothing (screen=False); its cards are marked as the playground's
+        answer = answer_hook(_PlaygroundRuntime(runtime()), service, body, screen=False)
     except Problem as problem:
-        return _render(error="; ".join(i.diagnostics for i in problem.issues), pasted=pasted, chosen=chosen,
-                       service_id=service_id)
+        return _render(error="; ".join(i.diagnostics for i in problem.issues), **form)
     texts = _texts(body, service)
     cards = [_view(card, texts) for card in answer["cards"]]
-    return _render(cards=cards, ran=True, pasted=pasted, chosen=chosen, service_id=service_id,
-                   degraded=answer.get("extension"))
+    return _render(cards=cards, ran=True, degraded=answer.get("extension"), ran_service=service, **form)
+
+
+def _service_for(body, service_id: str):
+    """(the service to run, None) or (None, why not): the request's own hook by default; a service
+    chosen on purpose must answer the hook the request names (the endpoint's 400, said here)."""
+    hook = body.get("hook") if isinstance(body, dict) else None
+    own = service_for_hook(hook) if isinstance(hook, str) else None
+    is_bundle = isinstance(body, dict) and body.get("resourceType") == "Bundle"
+    if service_id == FOLLOW_THE_REQUEST:
+        if own is not None:
+            return own, None
+        if is_bundle:
+            return None, "a FHIR Bundle names no hook: choose the service to run it through"
+        if isinstance(hook, str) and hook:
+            return None, (f"no service answers the hook {hook!r} (the services answer "
+                          f"{', '.join(repr(s.hook) for s in SERVICES.values())})")
+        return None, "the request names no hook: choose the service to run it through"
+    service = SERVICES[service_id]
+    if is_bundle or (isinstance(body, dict) and "hook" not in body):
+        return service, None  # a Bundle, or a request naming no hook, takes the chosen service's hook
+    if not isinstance(hook, str) or hook == service.hook:
+        return service, None  # a malformed hook is the endpoint's 400
+    other = f" ({own.id} answers it)" if own is not None else ""
+    return None, (f"hook mismatch: the request is a {hook!r} request{other}; the service chosen, {service.id}, "
+                  f"answers {service.hook!r}. Choose \"the request's own hook\" or {own.id if own else 'another request'}.")
+
+
+class _PlaygroundRuntime:
+    """The app's runtime, its store recording the cards issued here with origin 'playground'."""
+
+    def __init__(self, rt):
+        self._rt = rt
+        self.store = _PlaygroundStore(rt.store)
+
+    def __getattr__(self, name):
+        return getattr(self._rt, name)
+
+
+class _PlaygroundStore:
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def record_issued(self, *args, **kwargs) -> None:
+        self._store.record_issued(*args, origin="playground", **kwargs)
+
+    def record_timeout(self, *args, **kwargs) -> None:
+        self._store.record_timeout(*args, origin="playground", **kwargs)
 
 
 @blueprint.post("/playground/feedback")
@@ -256,12 +346,13 @@ textarea{width:100%;height:9rem;font-family:monospace}.card{border-left:6px soli
 {% if done %}<p class="done" id="done">Feedback {{ done }}: recorded.</p>{% endif %}
 {% if error %}<p class="error" id="error">{{ error }}</p>{% endif %}
 <form method="post" action="/playground/run">
-<p><label>Service <select name="service">{% for s in services %}<option value="{{ s.id }}" {% if service_id == s.id %}selected{% endif %}>{{ s.hook }} ({{ s.id }})</option>{% endfor %}</select></label></p>
-<p><label>Vignette <select name="vignette"><option value="">(choose)</option>{% for v in vignettes %}<option value="{{ v }}" {% if chosen == v %}selected{% endif %}>{{ v }}</option>{% endfor %}</select></label></p>
+<p><label>Service <select name="service"><option value="" {% if not service_id %}selected{% endif %}>the request's own hook (a Bundle: choose one)</option>{% for s in services %}<option value="{{ s.id }}" {% if service_id == s.id %}selected{% endif %}>{{ s.hook }} ({{ s.id }})</option>{% endfor %}</select></label></p>
+<p><label>Vignette <select name="vignette"><option value="">(choose)</option>{% for v, hook in vignettes.items() %}<option value="{{ v }}" {% if chosen == v %}selected{% endif %}>{{ v }} ({{ hook }})</option>{% endfor %}</select></label></p>
 <p><label>or paste a hook request or a FHIR Bundle<br><textarea name="request">{{ pasted or '' }}</textarea></label></p>
 <p><button type="submit" id="run">Run</button></p>
 </form>
 {% if ran %}<h2 id="result">{{ cards | length }} card{{ '' if cards | length == 1 else 's' }}</h2>
+<p id="ran-service">Run through <code>{{ ran_service.id }}</code> ({{ ran_service.hook }}); recorded as playground traffic, left out of the <a href="/analytics">analytics</a> unless asked.</p>
 {% if not cards %}<p id="silence">No cards: the codes match the documentation.</p>{% endif %}
 {% if degraded %}<p>Not taken into account: <code>{{ degraded | tojson }}</code></p>{% endif %}
 {% for v in cards %}{% set c = v.card %}
@@ -270,10 +361,10 @@ textarea{width:100%;height:9rem;font-family:monospace}.card{border-left:6px soli
 <div class="detail">{{ v.detail }}</div>
 <h4>Evidence</h4>{% for e in v.evidence %}<div class="evidence"><b>{{ e.reference }}</b> · {{ e.element }}{% if e.assertions %} · {{ e.assertions }}{% endif %}{% if e.alone and e.element != 'code' %} · not found in the text as read{% endif %}<p class="paragraph">{{ e.html }}</p></div>{% endfor %}
 {% for s in v.suggestions %}<form method="post" action="/playground/feedback"><p class="suggestion"><b>{{ s.label }}</b>{% for ch in s.changes %}<br><code>{{ ch.type }}</code>{% if ch.target %} {{ ch.target }} —{% endif %} {{ ch.description }}{% endfor %}</p>
-<input type="hidden" name="service" value="{{ service_id }}"><input type="hidden" name="card" value="{{ c.uuid }}">
+<input type="hidden" name="service" value="{{ ran_service.id }}"><input type="hidden" name="card" value="{{ c.uuid }}">
 <input type="hidden" name="suggestion" value="{{ s.uuid }}"><input type="hidden" name="outcome" value="accepted">
 <button type="submit" class="accept">Accept</button></form>{% endfor %}
-<form method="post" action="/playground/feedback"><input type="hidden" name="service" value="{{ service_id }}">
+<form method="post" action="/playground/feedback"><input type="hidden" name="service" value="{{ ran_service.id }}">
 <input type="hidden" name="card" value="{{ c.uuid }}"><input type="hidden" name="outcome" value="overridden">
 <select name="reason">{% for r in reasons %}<option value="{{ r.code }}">{{ r.display }}</option>{% endfor %}</select>
 <button type="submit" class="dismiss">Dismiss</button></form>
