@@ -58,9 +58,24 @@ def _settings(overrides: dict | None = None) -> Settings:
 def _check_config() -> int:
     settings = _settings()
     settings.check_bind()
-    print(json.dumps(settings.describe(), indent=2))
+    described = settings.describe()
+    described["playground"] = playground_state(settings)  # the effective state, not SPINE_CDS_PLAYGROUND alone
+    print(json.dumps(described, indent=2))
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def playground_state(settings) -> dict:
+    """Whether the playground at `/` is served and to whom, as service/api/playground.py decides it:
+    open whenever authentication is off (SPINE_CDS_PLAYGROUND then changes nothing); with it on, only
+    with SPINE_CDS_PLAYGROUND=true, to callers with a valid bearer JWT."""
+    if not settings.auth_enabled:
+        served, to = True, "anyone who reaches the service (authentication is off)"
+    elif settings.playground:
+        served, to = True, "callers with a valid bearer JWT only (401 without one)"
+    else:
+        served, to = False, "nobody (404): authentication is on and SPINE_CDS_PLAYGROUND is not true"
+    return {"served": served, "to": to, "SPINE_CDS_PLAYGROUND": settings.playground}
 
 
 def _evaluate(args) -> int:

@@ -67,6 +67,41 @@ def test_check_config_prints_settings_or_the_problems():
     assert bad.returncode == 2 and "SPINE_CDS_PORT" in bad.stderr
 
 
+@pytest.mark.parametrize("env,served,status", [
+    ({}, True, 200),                                                   # authentication off: open
+    ({"SPINE_CDS_PLAYGROUND": "false"}, True, 200),                    # ... whatever the setting says
+    ({"SPINE_CDS_TRUSTED_ISSUERS": "ISSUERS"}, False, 404),
+    ({"SPINE_CDS_TRUSTED_ISSUERS": "ISSUERS", "SPINE_CDS_PLAYGROUND": "true"}, True, 401),  # a JWT needed
+])
+def test_check_config_prints_whether_the_playground_is_served(monkeypatch, capsys, tmp_path, env, served, status):
+    """Issue 12: `"playground": false` was printed while the playground was served. The printed state
+    is checked against what an app built from the same environment does at GET /."""
+    from service import create_app
+    from service import cli
+    from service.config import Settings
+
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    for name in [n for n in os.environ if n.startswith("SPINE_CDS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SPINE_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    monkeypatch.setenv("SPINE_CDS_PUBLIC_BASE_URL", "https://cds.test")
+    issuers = json.dumps([{"iss": "https://ehr.test", "jwks_file": str(tmp_path / "jwks.json")}])
+    for name, value in env.items():
+        monkeypatch.setenv(name, issuers if value == "ISSUERS" else value)
+    assert cli.main(["check-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    state = printed["playground"]
+    assert state["served"] is served and state["SPINE_CDS_PLAYGROUND"] is (env.get("SPINE_CDS_PLAYGROUND") == "true")
+    assert ("anyone" in state["to"]) is (status == 200) and ("JWT" in state["to"]) is (status == 401)
+    assert ("nobody" in state["to"]) is (not served)
+    # consistent with playground_access, and with the app itself
+    assert ("open to anyone" in printed["playground_access"]) is (status == 200)
+    assert ("off (404)" in printed["playground_access"]) is (not served)
+    app = create_app(Settings.from_env())
+    assert app.test_client().get("/").status_code == status
+    app.extensions["spine_cds"].store.engine.dispose()
+
+
 def test_serve_refuses_an_open_network_bind(tmp_path):
     result = subprocess.run(CLI + ["serve", "--host", "0.0.0.0"], capture_output=True, text=True,
                             env=_env(SPINE_CDS_DATA_DIR=str(tmp_path)), timeout=60)
