@@ -1,6 +1,8 @@
 """`spine-cds audit PATH`: the rules over past records — FHIR Bundles or a Bulk Data export.
 
-How many past encounters would a rule have caught? The export is read in a first pass that only
+How many past encounters would a rule have caught? PATH is a Bundle, an NDJSON file, or a folder
+of them, e.g. a Bulk Data `$export` output (one NDJSON file per resource type, and the export's
+`manifest.json`, which is skipped; fhir_fixtures/export/ is one). The export is read in a first pass that only
 notes, per patient, where each of their resources lies (file and byte offset); then each patient's
 record is read back alone, split by encounter, and run through the same pipeline as a hook call
 (`encounter-sign`). Memory holds one patient's record per worker; patients are spread over the
@@ -65,6 +67,8 @@ def index(path: Path) -> tuple[dict[str, list[tuple[str, int]]], int]:
             if not isinstance(bundle, dict):
                 UNREADABLE_LINES.append(f"{file.name}:1")
                 continue
+            if is_bulk_manifest(bundle):
+                continue  # the export's manifest (its `output` lists the NDJSON files read here), not data
             entries = bundle.get("entry", []) if bundle.get("resourceType") == "Bundle" else [{"resource": bundle}]
             for n, entry in enumerate(entries):
                 resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -72,6 +76,12 @@ def index(path: Path) -> tuple[dict[str, list[tuple[str, int]]], int]:
                     patients[patient_of(resource) or "(no patient)"].append((str(file), -1 - n))
                     count += 1
     return dict(patients), count
+
+
+def is_bulk_manifest(document: dict) -> bool:
+    """The manifest a Bulk Data status request answers with (saved beside the NDJSON files as
+    `manifest.json`, e.g.): `transactionTime` and `output`, no resourceType."""
+    return "resourceType" not in document and "transactionTime" in document and isinstance(document.get("output"), list)
 
 
 def patient_of(resource: dict) -> str | None:

@@ -143,3 +143,59 @@ def test_serve_runs_gunicorn_with_workers_and_answers(tmp_path):
         output = process.communicate(timeout=30)[0]
     assert "Booting worker" in output and output.count("Booting worker") == 2
     assert "AUTHENTICATION IS OFF" in output
+
+
+# ------------------------------------------------------------ the Bulk Data export of fhir_fixtures (issue 12)
+EXPORT = FIXTURES / "export"
+
+
+def test_the_export_is_the_generators_output():
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import build_export
+    finally:
+        sys.path.remove(str(FIXTURES))
+    expected = build_export.rendered()
+    assert sorted(p.name for p in EXPORT.iterdir()) == sorted(expected)
+    for name, text in expected.items():
+        assert (EXPORT / name).read_text() == text, f"{name}: run .venv/bin/python fhir_fixtures/build_export.py"
+    manifest = json.loads((EXPORT / "manifest.json").read_text())
+    for output in manifest["output"]:
+        lines = (EXPORT / f"{output['type']}.ndjson").read_text().splitlines()
+        assert len(lines) == output["count"] and all(json.loads(l)["resourceType"] == output["type"] for l in lines)
+
+
+def test_the_audit_of_the_export_gives_each_source_vignettes_cards(tmp_path, client):
+    """The audit reads the export's layout (NDJSON per type, the manifest skipped), groups it by patient
+    and encounter, and gives each encounter the cards its source vignette gets as a hook call."""
+    import csv
+
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import build_export
+    finally:
+        sys.path.remove(str(FIXTURES))
+    from service.audit import run
+
+    expected: dict[tuple[str, str], list] = {}
+    for patient, encounter, name, _days in build_export.SOURCES:
+        answer = client.post("/cds-services/spine-coding-encounter-sign",
+                             json=json.loads((FIXTURES / "vignettes" / f"{name}.json").read_text())).get_json()
+        expected[(patient, encounter)] = sorted(
+            (c["extension"]["spine-coding-cds"]["rule"], " ".join(c["extension"]["spine-coding-cds"]["proposedCodes"]))
+            for c in answer["cards"])
+    silent = [key for key, cards in expected.items() if not cards]
+    assert len(silent) >= 2 and len(expected) - len(silent) >= 3  # some records get cards, some are silent
+
+    summary = run(EXPORT, tmp_path, workers=2, progress=None)
+    lines = sum(len(p.read_text().splitlines()) for p in EXPORT.glob("*.ndjson"))
+    assert summary["unreadable"] == 0, summary["unreadable_patients"]
+    assert summary["patients"] == len({p for p, _ in expected}) and summary["resources"] == lines
+    with open(tmp_path / "audit.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    got: dict[tuple[str, str], list] = {key: [] for key in expected}
+    for row in rows:
+        assert row["rule"] != "(not evaluated)", row
+        got.setdefault((row["patient"], row["encounter"]), []).append((row["rule"], row["proposed_codes"]))
+    assert {k: sorted(v) for k, v in got.items()} == expected
+    assert summary["cards"] == sum(len(v) for v in expected.values())
