@@ -2,7 +2,8 @@
 
 A rule returns `Card` objects; `Card.to_json` adds what every card carries (uuids, source with
 topic, override reasons, the `spine-coding-cds` extension) and omits empty optional fields, as
-the spec requires (no null, "", [] or {}). `contract_problems` checks a card as an EHR would.
+the spec requires (no null, "", [] or {}). `contract_problems` checks a card as an EHR would: its
+structure by the card model of service/wire.py, the contract's vocabulary here.
 
 Chart text is data, never markup: every value a template prints (`{{ ... }}`: codes, displays,
 dates, ids, levels, quotes, suggestion values) is escaped by `escaping.markdown` as it is printed
@@ -17,17 +18,16 @@ import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import get_args
 
 import jinja2
 
-from . import escaping
+from . import escaping, wire
 from .config import PROJECT_DIR
 from .findings import Evidence
 
 CARDS_DIR = PROJECT_DIR / "cards"
-INDICATORS = ("info", "warning", "critical")
-ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
-SELECTION_BEHAVIORS = ("at-most-one", "any")
+INDICATORS = get_args(wire.Card.model_fields["indicator"].annotation)  # the card model's: info, warning, critical
 
 
 class TemplateError(ValueError):
@@ -263,8 +263,13 @@ def _unique(evidence: list[Evidence]) -> list[Evidence]:
 
 
 def contract_problems(card: dict, catalogue: CardCatalogue) -> list[str]:
-    """Every way a card JSON breaks CDS Hooks 2.0 or the card contract (empty list = conforms)."""
-    problems = []
+    """Every way a card JSON breaks CDS Hooks 2.0 or the card contract (empty list = conforms).
+
+    The structure is the card model's (`wire.Card`, the schema of /openapi.json's CardsResponse);
+    here are what a schema does not say: no empty value anywhere outside the extension (resources
+    in actions included), and the contract's vocabulary (cards/contract.toml: the kinds, the
+    override reasons' system, the documentation elements; a missing-documentation card names them)."""
+    problems = wire.card_problems(card)
 
     def empty(value) -> bool:
         return value is None or value == "" or value == [] or value == {}
@@ -281,61 +286,25 @@ def contract_problems(card: dict, catalogue: CardCatalogue) -> list[str]:
                 walk(v, f"{path}[{n}]")
 
     walk(card, "")
-    if not _is_uuid(card.get("uuid")):
-        problems.append("uuid missing or not a UUID")
-    summary = card.get("summary")
-    if not isinstance(summary, str) or not summary or len(summary) >= 140:
-        problems.append("summary must be a non-empty string under 140 characters")
-    if card.get("indicator") not in INDICATORS:
-        problems.append("indicator must be info, warning or critical")
-    source = card.get("source") or {}
-    if not source.get("label"):
-        problems.append("source.label missing")
-    if not str(source.get("url", "")).startswith(("http://", "https://")):
-        problems.append("source.url must be an absolute URL")
-    topic = source.get("topic") or {}
+    if not isinstance(card, dict):
+        return problems
+    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    if source.get("label") != catalogue.product:
+        problems.append(f"source.label must be {catalogue.product!r}")
+    topic = source.get("topic") if isinstance(source.get("topic"), dict) else {}
     if topic.get("system") != catalogue.contract["kind_system"] or topic.get("code") not in catalogue.kinds:
         problems.append("source.topic must be a card kind of the contract")
-    suggestions = card.get("suggestions")
-    if suggestions:
-        if card.get("selectionBehavior") not in SELECTION_BEHAVIORS:
-            problems.append("selectionBehavior required with suggestions")
-        for n, s in enumerate(suggestions):
-            if not s.get("label") or not _is_uuid(s.get("uuid")):
-                problems.append(f"suggestions[{n}] needs a label and a uuid")
-            for m, a in enumerate(s.get("actions") or []):
-                if a.get("type") not in ("create", "update", "delete") or not a.get("description"):
-                    problems.append(f"suggestions[{n}].actions[{m}] needs a type and a description")
-                if a.get("type") in ("create", "update") and not isinstance(a.get("resource"), dict):
-                    problems.append(f"suggestions[{n}].actions[{m}] needs the whole resource")
     for n, reason in enumerate(card.get("overrideReasons") or []):
-        if not (reason.get("code") and reason.get("system") and reason.get("display")):
-            problems.append(f"overrideReasons[{n}] needs code, system and display")
-    payload = (card.get("extension") or {}).get(catalogue.contract["extension_key"])
-    if not isinstance(payload, dict):
-        problems.append("extension.spine-coding-cds missing")
-    else:
-        if not payload.get("rule"):
-            problems.append("extension rule missing")
-        for key in ("currentCodes", "proposedCodes", "evidence"):
-            if not isinstance(payload.get(key), list):
-                problems.append(f"extension {key} must be an array")
+        if isinstance(reason, dict) and reason.get("system") != catalogue.contract["override_reason_system"]:
+            problems.append(f"overrideReasons[{n}] must be an override reason of the contract")
+    extension = card.get("extension") if isinstance(card.get("extension"), dict) else {}
+    payload = extension.get(catalogue.contract["extension_key"])
+    if isinstance(payload, dict):
         elements = catalogue.contract["documentation_elements"]
-        for element in payload.get("missingDocumentation") or []:
+        missing = payload.get("missingDocumentation") if isinstance(payload.get("missingDocumentation"), list) else []
+        for element in missing:
             if element not in elements:
                 problems.append(f"missingDocumentation element {element!r} is not in the contract")
-        if topic.get("code") == "missing-documentation" and not payload.get("missingDocumentation"):
+        if topic.get("code") == "missing-documentation" and not missing:
             problems.append("a missing-documentation card must name the missing elements")
-        for n, ev in enumerate(payload.get("evidence") or []):
-            if not (ev.get("reference") and ev.get("element") and ev.get("text")) \
-                    or ev.get("assertion") not in ASSERTIONS:
-                problems.append(f"evidence[{n}] needs reference, element, text and an assertion")
     return problems
-
-
-def _is_uuid(value) -> bool:
-    try:
-        uuid.UUID(str(value))
-        return isinstance(value, str)
-    except ValueError:
-        return False

@@ -1,122 +1,28 @@
 """GET /openapi.json: the service's endpoints as OpenAPI 3.0, derived from the service declarations.
 
-It documents what the service accepts and answers (including every error, as an
-OperationOutcome), so integrators can read it and fuzzers (schemathesis) can test against it.
+The request and response schemas are the wire models' own (service/wire.py: the models the
+request and feedback checks run and the card contract test checks cards with), under
+components/schemas. It documents what the service accepts and answers (including every error, as
+an OperationOutcome), so integrators can read it and fuzzers (schemathesis) can test against it.
 """
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+
 from flask import Blueprint, jsonify
 
-from ..services import SERVICES, CdsService
+from .. import wire
+from ..services import SERVICES
 from .common import runtime
 
 blueprint = Blueprint("openapi", __name__)
 
 JSON = "application/json"
 
-OPERATION_OUTCOME = {
-    "type": "object",
-    "required": ["resourceType", "issue"],
-    "properties": {
-        "resourceType": {"type": "string", "enum": ["OperationOutcome"]},
-        "issue": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["severity", "code", "diagnostics"],
-            "properties": {"severity": {"type": "string"}, "code": {"type": "string"},
-                           "diagnostics": {"type": "string"},
-                           "expression": {"type": "array", "items": {"type": "string"}}}}},
-    },
-}
-
-CODING = {"type": "object", "required": ["system", "code"],
-          "properties": {"system": {"type": "string"}, "code": {"type": "string"}, "display": {"type": "string"}}}
-
-CARD = {
-    "type": "object",
-    "required": ["uuid", "summary", "indicator", "source", "extension"],
-    "properties": {
-        "uuid": {"type": "string", "format": "uuid"},
-        "summary": {"type": "string", "maxLength": 139},
-        "detail": {"type": "string"},
-        "indicator": {"type": "string", "enum": ["info", "warning", "critical"]},
-        "source": {"type": "object", "required": ["label"], "properties": {
-            "label": {"type": "string"}, "url": {"type": "string"}, "topic": CODING}},
-        "suggestions": {"type": "array", "items": {"type": "object", "required": ["label", "uuid"], "properties": {
-            "label": {"type": "string"}, "uuid": {"type": "string"}, "isRecommended": {"type": "boolean"},
-            "actions": {"type": "array", "items": {"type": "object", "required": ["type", "description"]}}}}},
-        "selectionBehavior": {"type": "string", "enum": ["at-most-one", "any"]},
-        "overrideReasons": {"type": "array", "items": CODING},
-        "extension": {"type": "object"},
-    },
-}
-
-CARDS_RESPONSE = {"type": "object", "required": ["cards"],
-                  "properties": {"cards": {"type": "array", "items": CARD}, "extension": {"type": "object"}}}
-
-FEEDBACK_REQUEST = {
-    "type": "object", "required": ["feedback"],
-    "properties": {"feedback": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
-        "type": "object", "required": ["card", "outcome", "outcomeTimestamp"],
-        "properties": {
-            "card": {"type": "string", "minLength": 1, "maxLength": 64},
-            "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
-            "outcomeTimestamp": {"type": "string", "format": "date-time"},
-            "acceptedSuggestions": {"type": "array", "items": {
-                "type": "object", "required": ["id"], "properties": {"id": {"type": "string", "minLength": 1,
-                                                                             "maxLength": 64}}}},
-            "overrideReason": {"type": "object", "properties": {
-                "reason": {"type": "object", "required": ["code"], "properties": {
-                    "code": {"type": "string"}, "system": {"type": "string"}, "display": {"type": "string"}}},
-                "userComment": {"type": "string"}}},
-        }}}},
-}
-
-FEEDBACK_SUMMARY = {"type": "object", "required": ["received", "stored", "duplicates", "unknownCards"],
-                    "properties": {"received": {"type": "integer"}, "stored": {"type": "integer"},
-                                   "duplicates": {"type": "integer"},
-                                   "unknownCards": {"type": "array", "items": {"type": "string"}}}}
-
-_FHIR_ID = "^[A-Za-z0-9\\-.]{1,64}$"
-_USER = "^(Practitioner|PractitionerRole)/[A-Za-z0-9\\-.]{1,64}$"
-
-
-def _context_schema(service: CdsService) -> dict:
-    properties, required = {}, []
-    for field in service.context:
-        if field.kind == "id":
-            properties[field.name] = {"type": "string", "pattern": _FHIR_ID}
-        elif field.kind == "user":
-            properties[field.name] = {"type": "string", "pattern": _USER}
-        else:
-            properties[field.name] = {"type": "object", "required": ["resourceType"], "properties": {
-                "resourceType": {"type": "string", "enum": ["Bundle"]},
-                "entry": {"type": "array", "items": {"type": "object", "required": ["resource"], "properties": {
-                    "resource": {"type": "object", "required": ["resourceType"],
-                                 "properties": {"resourceType": {"type": "string"}}}}}}}}
-        if field.required:
-            required.append(field.name)
-    return {"type": "object", "required": required, "properties": properties}
-
-
-def _hook_request(service: CdsService) -> dict:
-    return {
-        "type": "object",
-        "required": ["hook", "hookInstance", "context"],
-        "properties": {
-            "hook": {"type": "string", "enum": [service.hook]},
-            "hookInstance": {"type": "string", "format": "uuid"},
-            "fhirServer": {"type": "string", "format": "uri"},
-            "fhirAuthorization": {"type": "object", "required": ["access_token", "token_type"], "properties": {
-                "access_token": {"type": "string", "minLength": 1},
-                "token_type": {"type": "string", "enum": ["Bearer"]},
-                "expires_in": {"type": "integer"}, "scope": {"type": "string"}, "subject": {"type": "string"},
-                "patient": {"type": "string"}}},
-            "context": _context_schema(service),
-            "prefetch": {"type": "object", "additionalProperties": {
-                "type": "object", "nullable": True, "required": ["resourceType"],
-                "properties": {"resourceType": {"type": "string"}}}},
-            "extension": {"type": "object"},
-        },
-    }
+@lru_cache(maxsize=4)
+def _components(max_items: int, max_comment: int) -> tuple[dict, dict]:
+    return wire.components(SERVICES.values(), max_items, max_comment)
 
 
 def _errors(*statuses: int) -> dict:
@@ -128,6 +34,8 @@ def _errors(*statuses: int) -> dict:
 
 
 def document() -> dict:
+    settings = runtime().settings
+    refs, schemas = copy.deepcopy(_components(settings.feedback_max_items, settings.feedback_max_comment))
     paths = {
         "/cds-services": {"get": {
             "summary": "Discovery: the services and their prefetch templates", "operationId": "discovery",
@@ -154,15 +62,15 @@ def document() -> dict:
         paths[f"/cds-services/{service.id}"] = {"post": {
             "summary": f"{service.title} ({service.hook})", "operationId": f"call-{service.id}",
             "description": service.description,
-            "requestBody": {"required": True, "content": {JSON: {"schema": _hook_request(service)}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": refs[wire.hook_request_model(service).name]}}},
             "responses": {"200": {"description": "cards (an empty array when nothing is to be said)",
                                   "content": {JSON: {"schema": {"$ref": "#/components/schemas/CardsResponse"}}}},
                           **_errors(400, 401, 412, 413, 415)}}}
         paths[f"/cds-services/{service.id}/feedback"] = {"post": {
             "summary": f"feedback on cards of {service.id}", "operationId": f"feedback-{service.id}",
-            "requestBody": {"required": True, "content": {JSON: {"schema": FEEDBACK_REQUEST}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": refs["FeedbackRequest"]}}},
             "responses": {"200": {"description": "stored (duplicates once)",
-                                  "content": {JSON: {"schema": FEEDBACK_SUMMARY}}},
+                                  "content": {JSON: {"schema": refs["FeedbackSummary"]}}},
                           **_errors(400, 401, 413, 415)}}}
     doc = {
         "openapi": "3.0.3",
@@ -170,9 +78,9 @@ def document() -> dict:
                  "description": "CDS Hooks 2.0 service for spine diagnosis coding (M43.1-, M54.1-). "
                                 "Every error is a FHIR OperationOutcome."},
         "paths": paths,
-        "components": {"schemas": {"OperationOutcome": OPERATION_OUTCOME, "CardsResponse": CARDS_RESPONSE}},
+        "components": {"schemas": schemas},
     }
-    if runtime().settings.auth_enabled:
+    if settings.auth_enabled:
         doc["components"]["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer",
                                                                 "bearerFormat": "JWT"}}
         for path, operations in paths.items():
