@@ -50,8 +50,13 @@ def document() -> dict:
                                           "503": {"description": "not ready", "content": {JSON: {"schema": {
                                               "$ref": "#/components/schemas/OperationOutcome"}}}}}}},
         "/stats": {"get": {"summary": "counts of cards, feedback and timeouts", "operationId": "stats",
+                           "description": "EHR traffic; with include=playground, the playground's runs too",
+                           "parameters": [{"name": "include", "in": "query", "required": False,
+                                           "description": "playground: count the playground's runs too",
+                                           "schema": {"type": "string", "enum": ["playground"]}}],
                            "responses": {"200": {"description": "counts", "content": {JSON: {"schema": {
-                               "type": "object", "required": ["cardsIssued", "hookTimeouts"]}}}}, **_errors(401)}}},
+                               "type": "object", "required": ["cardsIssued", "hookTimeouts", "origins"]}}}},
+                               **_errors(400, 401)}}},
         "/rules/{rule_id}": {"get": {
             "summary": "the page of a rule (the cards' source.url)", "operationId": "rulePage",
             "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}],
