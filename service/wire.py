@@ -24,6 +24,7 @@ Rules that tie two fields together (fhirAuthorization needs fhirServer; an accep
 acceptedSuggestions; a create or update action carries its resource; suggestions need a
 selectionBehavior) are validators of their model, and appear in its schema as an `anyOf`.
 """
+import copy
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,8 +33,8 @@ from types import UnionType
 from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WrapValidator,
-                      model_validator, with_config)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema,
+                      WrapValidator, model_validator, with_config)
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict, is_typeddict
@@ -44,7 +45,7 @@ MAX_ISSUES = 50          # issues in one OperationOutcome; past it one "more pro
 FHIR_ID = r"^[A-Za-z0-9\-.]{1,64}$"
 USER_REFERENCE = r"^(Practitioner|PractitionerRole)/[A-Za-z0-9\-.]{1,64}$"
 HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
-RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 
 # defaults of SPINE_CDS_FEEDBACK_MAX_ITEMS and SPINE_CDS_FEEDBACK_MAX_COMMENT (the served model
 # takes the settings: `feedback_model`)
@@ -103,7 +104,9 @@ def _not_null(value):
     return value
 
 
-NotNull = Annotated[Any, AfterValidator(_not_null)]
+# any JSON value but null (OpenAPI 3.0 has no "null" type: each type is not nullable by default)
+_ANY_BUT_NULL = {"anyOf": [{"type": t} for t in ("string", "number", "boolean", "object", "array")]}
+NotNull = Annotated[Any, AfterValidator(_not_null), WithJsonSchema(_ANY_BUT_NULL)]
 
 
 def _absolute_http_url(value: str) -> str:
@@ -670,7 +673,9 @@ class OpenApiSchema(GenerateJsonSchema):
 
     def nullable_schema(self, schema):
         inner = self.generate_inner(schema["schema"])
-        return {"allOf": [inner], "nullable": True} if "$ref" in inner else {**inner, "nullable": True}
+        if "$ref" in inner:  # `nullable` beside a $ref (or an allOf of one) does not admit null in OpenAPI 3.0
+            inner = copy.deepcopy(self.definitions[self.json_to_defs_refs[inner["$ref"]]])
+        return {**inner, "nullable": True}
 
 
 REF = "#/components/schemas/{model}"
