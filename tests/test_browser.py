@@ -76,7 +76,10 @@ def _shot(driver, name: str) -> None:
 
 
 def test_run_a_vignette_see_the_card_accept_it_and_see_the_count_change(served, browser):
+    # playground runs are counted only when asked (?include=playground); EHR figures do not move
     browser.get(served.url + "/analytics")
+    ehr_before = int(browser.find_element(By.ID, "accepted").text)
+    browser.get(served.url + "/analytics?include=playground")
     before = int(browser.find_element(By.ID, "accepted").text)
 
     browser.get(served.url + "/")
@@ -90,6 +93,10 @@ def test_run_a_vignette_see_the_card_accept_it_and_see_the_count_change(served, 
     assert "Feedback accepted" in _submit(browser, card.find_element(By.CLASS_NAME, "accept"), "#done").text
 
     browser.get(served.url + "/analytics")
+    assert int(browser.find_element(By.ID, "accepted").text) == ehr_before
+    browser.find_element(By.NAME, "include").click()  # the page's own box: include playground runs
+    _submit(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"), "#accepted")
+    assert "include=playground" in browser.current_url
     assert int(browser.find_element(By.ID, "accepted").text) == before + 1
     assert "SPL-TRAUMA" in browser.find_element(By.TAG_NAME, "table").text
     _shot(browser, "analytics")
@@ -103,7 +110,7 @@ def test_dismiss_with_a_reason_shows_in_the_analytics(served, browser):
     card = _submit(browser, browser.find_element(By.ID, "run"), ".card")
     Select(card.find_element(By.NAME, "reason")).select_by_value("provider-will-be-queried")
     assert "dismissed" in _submit(browser, card.find_element(By.CLASS_NAME, "dismiss"), "#done").text
-    browser.get(served.url + "/analytics")
+    browser.get(served.url + "/analytics?include=playground")  # the playground's runs, counted on request
     assert "provider-will-be-queried" in browser.page_source
     _shot(browser, "analytics-after-dismiss")
 
