@@ -9,26 +9,117 @@ Prefetch semantics (CDS Hooks 2.0 §Prefetch, protocol.md):
 
 Required data that cannot be had → 412. Resources are parsed with fhir.resources (R4B) one at a
 time: an invalid one is skipped and reported (by reference and field path, never content).
+
+ICD-10-CM codings are written one way here, once, before anything reads them: under any system
+`knowledge/code_systems.toml` lists for ICD-10-CM (its URL, its OID), with or without the dot, in
+any case, they become the URL and the dotted upper-case code, in the models the rules read and in
+the resource a card's action updates; the concept's other codings (SNOMED CT) are kept as sent.
+The text of a report or note is read once: of its attachments (the same document in several
+formats), the first of text/plain, HTML, RTF, PDF that gives text.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import tomllib
 from .caches import BoundedCache
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from .clinical_text import MAX_MARKUP_CHARS, decode_base64, decode_text, is_html
+from .clinical_text import decode_base64, preference
+from .clinical_text import read_attachment as decode_text  # the attachment reader (a test substitutes it)
 from .deadline import Deadline
 from .errors import Issue, Problem
 from .fhir_server import FhirReader, FhirUnavailable
 from .hook_request import HookRequest
+from .nlp.concepts import KNOWLEDGE, LexiconError
+from .terminology import ICD10CM, Terminology
 
 log = logging.getLogger(__name__)
+
+CODE_SYSTEMS = KNOWLEDGE / "code_systems.toml"
+_OID_URI = re.compile(r"urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+")
+
+
+def load_icd10cm_systems(path: Path = CODE_SYSTEMS) -> frozenset[str]:
+    """The Coding.system values read as ICD-10-CM (code_systems.toml, schema-checked: LexiconError
+    names what is wrong)."""
+    name = Path(path).name
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise LexiconError(f"{name}: not TOML ({exc})") from None
+    if set(data) != {"icd10cm"} or not isinstance(data["icd10cm"], dict):
+        raise LexiconError(f"{name}: needs exactly one table [icd10cm], has {sorted(data)}")
+    table = data["icd10cm"]
+    if set(table) != {"canonical", "aliases"}:
+        raise LexiconError(f"{name}: [icd10cm] needs exactly canonical and aliases, has {sorted(table)}")
+    if table["canonical"] != ICD10CM:
+        raise LexiconError(f"{name}: [icd10cm] canonical must be {ICD10CM!r}, the system the cards write")
+    aliases = table["aliases"]
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and _OID_URI.fullmatch(a) for a in aliases):
+        raise LexiconError(f"{name}: [icd10cm] aliases must be a list of OID URIs (urn:oid:2.16.840...)")
+    if len(set(aliases)) != len(aliases) or ICD10CM in aliases:
+        raise LexiconError(f"{name}: [icd10cm] aliases repeat a system")
+    return frozenset([ICD10CM, *aliases])
+
+
+ICD10CM_SYSTEMS = load_icd10cm_systems()
+# The elements whose codings the rules read as ICD-10-CM.
+_ICD_ELEMENTS = {"Condition": ("code",), "ServiceRequest": ("reasonCode",)}
+
+
+def is_icd10cm(system) -> bool:
+    """Whether a Coding.system means ICD-10-CM (exactly as HL7 writes it: code_systems.toml)."""
+    return isinstance(system, str) and system in ICD10CM_SYSTEMS
+
+
+def _normalised_concept(concept):
+    """The CodeableConcept with its ICD-10-CM codings as the URL and the dotted upper-case code (an
+    exact repeat of one dropped); the same object when nothing changes."""
+    if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
+        return concept
+    codings, seen, changed = [], set(), False
+    for coding in concept["coding"]:
+        if isinstance(coding, dict) and is_icd10cm(coding.get("system")) and isinstance(coding.get("code"), str):
+            code = Terminology.normalise(coding["code"])
+            if code in seen:
+                changed = True
+                continue
+            seen.add(code)
+            if coding["system"] != ICD10CM or code != coding["code"]:
+                coding = dict(coding, system=ICD10CM, code=code)
+                changed = True
+        codings.append(coding)
+    return dict(concept, coding=codings) if changed else concept
+
+
+def normalise_codings(resource: dict) -> dict:
+    """The resource with the ICD-10-CM codings the rules read written one way (a shallow copy where
+    something changes: the EHR's JSON is never modified in place)."""
+    elements = _ICD_ELEMENTS.get(resource.get("resourceType"))
+    if not elements:
+        return resource
+    out = None
+    for name in elements:
+        value = resource.get(name)
+        if isinstance(value, list):
+            new = [_normalised_concept(c) for c in value]
+            changed = any(a is not b for a, b in zip(new, value))
+        else:
+            new = _normalised_concept(value)
+            changed = new is not value
+        if changed:
+            out = dict(resource) if out is None else out
+            out[name] = new
+    return resource if out is None else out
 
 # Resource types the rules read; anything else in a bundle is ignored without parsing.
 RECORD_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "DiagnosticReport",
@@ -137,6 +228,7 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
 
     for n, resource in enumerate(request.draft_orders):
         if resource.get("resourceType") == "ServiceRequest":
+            resource = normalise_codings(resource)
             model = _parse(record, resource, f"context.draftOrders.entry[{n}]")
             if model is not None:
                 record.draft_orders.append(model)
@@ -201,6 +293,7 @@ def _add(record: PatientRecord, spec, data: dict | None, reader: FhirReader | No
         if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
             continue  # included resources, search outcomes, other types: not ours to read here
         where = f"{resource_type}/{resource.get('id', f'#{n}')}"
+        resource = normalise_codings(resource)
         if not _belongs_to(resource, patient_id):
             record.skipped.append(RecordProblem(where, "belongs to another patient"))
             continue
@@ -309,9 +402,14 @@ def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | N
     rtype = resource.get("resourceType")
     ref = f"{rtype}/{resource.get('id', '?')}"
     date = _date_of(resource)
+    seen: set[str] = set()
 
     def add(element: str, text) -> None:
         if isinstance(text, str) and text.strip():
+            key = " ".join(text.split())
+            if key in seen:
+                return  # the same text twice in one resource is read once
+            seen.add(key)
             record.texts.append(TextSource(ref, element, text.strip(), date))
 
     code = resource.get("code")
@@ -322,18 +420,35 @@ def _collect_texts(record: PatientRecord, resource: dict, reader: FhirReader | N
             add(f"note[{n}].text", note.get("text"))
     if rtype == "DiagnosticReport":
         add("conclusion", resource.get("conclusion"))
-        for n, attachment in enumerate(listed(resource.get("presentedForm"))):
-            add(f"presentedForm[{n}]", _attachment_text(record, ref, f"presentedForm[{n}]", attachment, reader, deadline))
+        forms = [(f"presentedForm[{n}]", a) for n, a in enumerate(listed(resource.get("presentedForm")))]
+        add(*_document_text(record, ref, forms, reader, deadline))
     elif rtype == "DocumentReference":
         add("description", resource.get("description"))
-        for n, content in enumerate(listed(resource.get("content"))):
-            if isinstance(content, dict):
-                element = f"content[{n}].attachment"
-                add(element, _attachment_text(record, ref, element, content.get("attachment"), reader, deadline))
+        contents = [(f"content[{n}].attachment", c.get("attachment"))
+                    for n, c in enumerate(listed(resource.get("content"))) if isinstance(c, dict)]
+        add(*_document_text(record, ref, contents, reader, deadline))
     elif rtype == "ServiceRequest":
         for n, reason in enumerate(listed(resource.get("reasonCode"))):
             if isinstance(reason, dict):
                 add(f"reasonCode[{n}].text", reason.get("text"))
+
+
+def _document_text(record: PatientRecord, ref: str, attachments: list[tuple[str, object]], reader,
+                   deadline=None) -> tuple[str, str | None]:
+    """(element, text) of the one attachment read of a document's several (DocumentReference.content,
+    DiagnosticReport.presentedForm: the same document in several formats, R4): text/plain first, then
+    HTML, RTF, PDF, other types last, in record order among equals; the next is tried only when one
+    gives no text (its problem reported), so the same text is never read twice."""
+    def rank(item) -> int:
+        content_type = item[1].get("contentType") if isinstance(item[1], dict) else None
+        return preference(content_type if isinstance(content_type, str) else None)
+
+    ranked = sorted(attachments, key=rank)  # stable: record order among equals
+    for element, attachment in ranked:
+        text = _attachment_text(record, ref, element, attachment, reader, deadline)
+        if isinstance(text, str) and text.strip():
+            return element, text
+    return "", None
 
 
 def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, reader, deadline=None) -> str | None:
@@ -357,14 +472,13 @@ def _attachment_text(record: PatientRecord, ref: str, element: str, attachment, 
         content_type = content_type or binary_type
     else:
         return None
-    if len(data) > MAX_MARKUP_CHARS and is_html(content_type):
-        record.skipped.append(RecordProblem(f"{ref}#{element}", f"HTML attachment over {MAX_MARKUP_CHARS} bytes: "
-                                            "only its beginning read"))
-    text = decode_text(content_type, data, deadline)
-    if text is None:
+    reading = decode_text(content_type if isinstance(content_type, str) else None, data, deadline)
+    for problem in reading.problems:  # fixed phrases and the caps' numbers: fit for the log as they are
+        record.skipped.append(RecordProblem(f"{ref}#{element}", problem))
+    if reading.text is None and not reading.problems:
         record.skipped.append(RecordProblem(f"{ref}#{element}", f"attachment type {content_type or 'unknown'} not read",
                                             "attachment type not read"))
-    return text
+    return reading.text
 
 
 def _date_of(resource: dict) -> str | None:

@@ -170,12 +170,23 @@ def test_garbage_base64_keeps_the_report_and_reports_the_attachment(order_sign_r
     assert ("DiagnosticReport/r1", "conclusion") in {(t.reference, t.element) for t in record.texts}
 
 
-def test_pdf_attachment_is_reported_as_unread(order_sign_request):
+def test_a_malformed_pdf_attachment_is_reported_as_unread(order_sign_request):
     pdf = base64.b64encode(b"%PDF-1.4 ...").decode()
     order_sign_request["prefetch"]["diagnosticReports"] = searchset(
         _report_with({"contentType": "application/pdf", "data": pdf}))
     record = _record(order_sign_request)
-    assert any("application/pdf not read" in p.problem for p in record.skipped)
+    assert [(p.reference, p.problem) for p in record.skipped] == [
+        ("DiagnosticReport/r1#presentedForm[0]", "PDF could not be read (malformed)")]
+    assert not [t for t in record.texts if t.element.startswith("presentedForm")]
+
+
+def test_an_image_attachment_is_still_reported_as_a_type_not_read(order_sign_request):
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    order_sign_request["prefetch"]["diagnosticReports"] = searchset(
+        _report_with({"contentType": "image/png", "data": png}))
+    record = _record(order_sign_request)
+    assert [p.problem for p in record.skipped] == ["attachment type image/png not read"]
+    assert record.skipped[0].logged == "attachment type not read"
 
 
 def test_attachment_url_without_fhir_access_is_reported(order_sign_request):

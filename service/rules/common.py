@@ -6,7 +6,8 @@ import copy
 from ..cards import Action, Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import MULTIPLE, OAA
-from ..terminology import ICD10CM
+from ..record import is_icd10cm
+from ..terminology import ICD10CM, Terminology
 from .tables import TABLES
 
 # The 5th character of M43.1- and M54.1- by region, and its wording (knowledge/code_tables.toml).
@@ -39,10 +40,11 @@ def coding(code: str, terminology) -> dict:
 
 
 def recode_condition(facts: Findings, reference: str, new_code: str, terminology) -> Action:
-    """Update of the Condition as the EHR sent it, its ICD-10-CM coding replaced."""
+    """Update of the Condition as the EHR sent it, its ICD-10-CM coding replaced (under whatever system
+    HL7 writes ICD-10-CM by) and every other coding (SNOMED CT) kept as it came."""
     resource = copy.deepcopy(facts.record.raw[reference])
     concept = resource.setdefault("code", {})
-    others = [c for c in concept.get("coding") or [] if c.get("system") != ICD10CM]
+    others = [c for c in concept.get("coding") or [] if not (isinstance(c, dict) and is_icd10cm(c.get("system")))]
     concept["coding"] = [coding(new_code, terminology)] + others
     concept["text"] = terminology.display(new_code)
     return Action("update", f"Change {reference} to {new_code} {terminology.display(new_code)}", resource)
@@ -79,7 +81,8 @@ def reason_of_order(facts: Findings, order_reference: str, new_code: str, termin
     concept = {"coding": [coding(new_code, terminology)], "text": terminology.display(new_code)}
     reasons, replaced = [], False
     for reason in resource.get("reasonCode") or []:
-        codes = {c.get("code") for c in (reason.get("coding") or []) if c.get("system") == ICD10CM}
+        codes = {Terminology.normalise(c["code"]) for c in (reason.get("coding") or [])
+                 if isinstance(c, dict) and is_icd10cm(c.get("system")) and isinstance(c.get("code"), str)}
         if old_code is None or old_code in codes:
             if not replaced:
                 reasons.append(concept)
