@@ -145,7 +145,7 @@ def _service_for(body, service_id: str):
     if not isinstance(hook, str) or hook == service.hook:
         return service, None  # a malformed hook is the endpoint's 400
     other = f" ({own.id} answers it)" if own is not None else ""
-    return None, (f"hook mismatch: the request is a {hook!r} request{other}; the service chosen, {service.id}, "
+    return None, (f"hook mismatch: the request names the hook {hook!r}{other}; the service chosen, {service.id}, "
                   f"answers {service.hook!r}. Choose \"the request's own hook\" or {own.id if own else 'another request'}.")
 
 
