@@ -13,8 +13,8 @@ request's own hook": a vignette (fhir_fixtures/**/*.json, each a hook request na
 picker names each one's hook) or a pasted hook request runs through the service whose hook it names,
 so no vignette fails on first run. Choosing a service is choosing on purpose: a request naming
 another hook is then refused with the hook-mismatch error the hook endpoint gives (400), in the page,
-saying which service would answer it; it is not re-hooked silently. A pasted FHIR Bundle names no
-hook: the service must be chosen (the Bundle becomes a request of that service's hook).
+saying which service would answer it; it is not re-hooked silently. A pasted FHIR Bundle, or a
+pasted request without a `hook`, names none: the service must be chosen, and its hook is used.
 
 **Playground traffic is marked.** The cards it issues are recorded with origin `playground` (the
 `origin` column of issued_cards; hook calls are `ehr`), so /analytics, /analytics.csv and /stats
