@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .errors import Problem
-from .services import CdsService
+from .services import SERVICES, CdsService
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,7 @@ def parse_hook_request(body, service: CdsService) -> HookRequest:
         prefetch=body.get("prefetch") or {},  # key → resource, Bundle, OperationOutcome or None
         fhir=FhirAccess(server=body.get("fhirServer"), access_token=authorization.get("access_token")),
     )
+
+
+for _service in SERVICES.values():  # the request models built once, before gunicorn forks the workers
+    wire.hook_request_model(_service)
