@@ -1,8 +1,8 @@
 """Feedback on cards: POST /cds-services/{id}/feedback (CDS Hooks 2.0 §Feedback).
 
 Each item is checked (card, outcome, acceptedSuggestions for accepted, overrideReason,
-outcomeTimestamp) against the feedback model of service/wire.py; a request with any invalid item stores nothing and answers 400 naming
-every problem. Valid feedback is stored once (duplicates are idempotent); feedback on a card
+outcomeTimestamp) against the feedback model of service/wire.py; a request with any invalid item
+stores nothing and answers 400 naming every problem. Valid feedback is stored once (duplicates are idempotent); feedback on a card
 uuid we never issued is stored and flagged. An item that accepts a card we showed, or overrides it
 with a reason, suppresses that card for the patient, subject and rule within the window
 (SPINE_CDS_SUPPRESSION_WINDOW, service/suppression.py); the answer's body is unchanged by it.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, jsonify
+
 from .. import wire
 from ..errors import Problem
 from ..services import SERVICES
