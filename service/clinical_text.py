@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import pypdf
-from pypdf.errors import PdfReadWarning
+from pypdf.errors import LimitReachedError, PdfReadWarning
 from striprtf.striprtf import rtf_to_text
 from turbohtml.saxparse import SaxHandler, sax_parse
 
@@ -199,7 +199,7 @@ def preference(content_type: str | None) -> int:
 # out first; the rest is read up to MAX_RTF_CHARS (one call the deadline cannot interrupt: bounded by
 # that cap instead, the deadline checked before and after).
 MAX_RTF_BYTES = 4 * 1024 * 1024     # an RTF attachment over this is not read (pictures included)
-MAX_RTF_CHARS = 512 * 1024          # of RTF markup once pictures are cut out: the rest is not read
+MAX_RTF_CHARS = 256 * 1024          # of RTF markup once pictures are cut out: the rest is not read
 MAX_RTF_FONT_TABLE = 16 * 1024
 _RTF_BINARY_GROUPS = re.compile(r"\{(?:\\\*)?\\(?:pict|object|shppict|nonshppict|blipuid|datastore|themedata|"
                                 r"colorschememapping|bin)\b")
@@ -230,7 +230,7 @@ def _without_binary_groups(text: str) -> str:
         if match is None:
             break
         end = _group_end(text, match.start())
-        parts.append(text[position:match.start()])
+        parts.append(text[position:match.start()] + "{}")  # an empty group: a control word before it stays one
         if end < 0:
             return "".join(parts)  # an unclosed picture runs to the end: nothing after it is text
         position = end
@@ -250,6 +250,8 @@ def rtf_reading(data: bytes, charset: str | None = None, deadline=None) -> Readi
         deadline.check()
     # RTF is 7-bit with escapes; raw 8-bit bytes some writers leave are read as Windows-1252
     markup = decode_charset(data, charset, default="cp1252")
+    if not markup.lstrip().startswith("{\\rtf"):
+        return Reading(None, ["RTF without its {\\rtf header: not read"])
     problems = []
     try:
         markup = _without_binary_groups(markup)
@@ -265,7 +267,8 @@ def rtf_reading(data: bytes, charset: str | None = None, deadline=None) -> Readi
                                                  "characters: not read"])
             markup = markup[:start] + _FONT_ENTRY.sub("\n\\\\f", markup[start:end]) + markup[end:]
         markup = _BIG_UNICODE.sub(_unicode_in_range, markup)
-        markup = _GROUP_START.sub("\n{", markup)
+        # a closing brace last: striprtf decodes a run of \'hh escapes only when a token follows it
+        markup = _GROUP_START.sub("\n{", markup) + "}"
         text = rtf_to_text(markup, encoding="cp1252", errors="replace")
     except DeadlineExceeded:
         raise
@@ -388,7 +391,11 @@ def pdf_reading(data: bytes, deadline=None) -> Reading:
                 if deadline is not None:
                     deadline.check()
                 page = reader.pages[number]
-                if _content_bytes(page) > MAX_PDF_PAGE_CONTENT:
+                try:
+                    size = _content_bytes(page)
+                except LimitReachedError:  # a content stream inflating past _PDF_LIMITS
+                    size = MAX_PDF_PAGE_CONTENT + 1
+                if size > MAX_PDF_PAGE_CONTENT:
                     over_content += 1
                     continue
                 collector = _PageText(deadline)
@@ -396,6 +403,10 @@ def pdf_reading(data: bytes, deadline=None) -> Reading:
                 pages_text.append("".join(collector.parts))
     except DeadlineExceeded:
         raise
+    except LimitReachedError:  # a stream inflating past _PDF_LIMITS (a flate bomb), a structure too large
+        log.warning("PDF reader stopped: %s", "LimitReachedError")
+        problems.append("PDF over the reader's limits (stream size or structure)" +
+                        (": not read" if not pages_text else ": read up to that page"))
     except Exception as exc:  # noqa: BLE001 - a malformed PDF is reported, never the hook's failure
         log.warning("PDF reader stopped: %s", type(exc).__name__)
         problems.append("PDF could not be read (malformed)" if not pages_text else
