@@ -1,7 +1,10 @@
 """What reading an RTF or PDF attachment costs: ordinary documents and hostile ones.
 
     .venv/bin/python fhir_fixtures/ehr/measure_readers.py               # the service's readers
-    .venv/bin/python fhir_fixtures/ehr/measure_readers.py --candidates  # and the libraries compared
+    .venv/bin/python fhir_fixtures/ehr/measure_readers.py --candidates [PYTHON]  # and the libraries compared
+
+(PYTHON: an interpreter that has the candidates installed, e.g. a scratch venv with pypdf, pypdfium2,
+pdfminer.six and striprtf; the project's own by default.)
 
 Each case runs in its own process (time after imports, the best of three runs, and the peak
 memory above the process's start, VmHWM): the service's reader (`service.clinical_text.read_attachment`,
@@ -132,9 +135,9 @@ print(f"{(time.perf_counter() - t) * 1000:.1f} ms|{hwm() - base} MB|{result}")
 '''
 
 
-def _run(code: str, args: list[str], timeout: float = 20) -> str:
+def _run(code: str, args: list[str], timeout: float = 20, python: str = sys.executable) -> str:
     try:
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"killed at {timeout:.0f} s"
     lines = done.stdout.strip().splitlines()
@@ -143,6 +146,9 @@ def _run(code: str, args: list[str], timeout: float = 20) -> str:
 
 def main(argv: list[str]) -> int:
     candidates = "--candidates" in argv
+    python = sys.executable
+    if candidates and argv.index("--candidates") + 1 < len(argv):
+        python = argv[argv.index("--candidates") + 1]
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (content_type, data) in hostile_cases().items():
@@ -152,7 +158,7 @@ def main(argv: list[str]) -> int:
             if candidates:
                 libs = ["striprtf"] if content_type == "text/rtf" else ["pypdf", "pypdfium2", "pdfminer.six"]
                 for lib in libs:
-                    row[lib] = _run(_CANDIDATE, [lib, path])
+                    row[lib] = _run(_CANDIDATE, [lib, path], python=python)
             results[name] = row
             print(f"{name:30} {len(data):>9} B  " + "  ".join(f"{k}: {v}" for k, v in row.items() if k != "bytes"),
                   flush=True)
