@@ -288,7 +288,7 @@ def rtf_reading(data: bytes, charset: str | None = None, deadline=None) -> Readi
 # content-stream order, with a blank line where the page leaves one (the sentence splitter reads
 # paragraph breaks). Bounded: the attachment's bytes (MAX_PDF_BYTES), pages read (MAX_PDF_PAGES),
 # decoded content per page (MAX_PDF_PAGE_CONTENT: parsing a content stream is one pypdf call, about
-# 1.6 ms per KB), pypdf's own decompression and parsing limits made tighter (_PDF_LIMITS: a 1 GB flate
+# 1.4 ms per KB), pypdf's own decompression and parsing limits made tighter (_PDF_LIMITS: a 1 GB flate
 # bomb stops at 8 MB), and the deadline checked between pages and every 256 operators. pypdfium2 was
 # faster (PDFium) but inflated a 1 MB flate bomb to 2.9 GB in 16 s inside one C call, and pdfminer.six
 # recursed to a RecursionError on a thousand overlapping lines; figures in the README.
