@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 
 from flask import Flask, jsonify, request
@@ -18,11 +20,27 @@ from .valuesets import ValueSets
 from .logs import configure as configure_logging, safe_exception
 from .rules import check_templates, load_rules
 from .store import Store
-from .terminology import Terminology
+from .terminology import ReleaseError, Terminology
 
 log = logging.getLogger(__name__)
 
 _TERMINOLOGY = Terminology()  # one per process: 175 MB that gunicorn workers share after fork
+# Releases given by path (SPINE_CDS_TABULAR_XML, SPINE_CDS_CODE_LIST), by their files as they are on
+# disk: loaded once per process while an app uses them (a test's modified release goes with its app).
+_RELEASES: "weakref.WeakValueDictionary[tuple, Terminology]" = weakref.WeakValueDictionary()
+_RELEASES_LOCK = threading.Lock()
+
+
+def terminology_for(release) -> Terminology:
+    """The tabular of `release` (the packaged one is `_TERMINOLOGY`), not yet loaded."""
+    if release.packaged:
+        return _TERMINOLOGY
+    with _RELEASES_LOCK:
+        key = release.cache_key()
+        found = _RELEASES.get(key)
+        if found is None:
+            found = _RELEASES[key] = Terminology(release)
+        return found
 
 
 @dataclass
@@ -37,6 +55,9 @@ class Runtime:
     verifier: TokenVerifier | None
     reader: TextReader
     value_sets: ValueSets
+    # The ICD-10-CM release loaded, with the validity period these settings give it (stated or derived):
+    # a hook call dated outside it says so and withholds the suggestions that set a code (pipeline.py).
+    release: object = None
 
     def is_silent(self, rule_id: str) -> bool:
         """Silent mode: the rule runs and what it would say is recorded, but no card is shown."""
@@ -50,9 +71,15 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     settings = config if isinstance(config, Settings) else Settings.from_env(overrides=config)
     configure_logging(settings.log_level)
 
+    try:
+        release = settings.release()  # checked when the settings were read: files, header, period
+        terminology = terminology_for(release)
+        if load_terminology:
+            terminology.load()  # before the fork under `serve`; a release that does not parse: ConfigError
+    except ReleaseError as exc:
+        raise ConfigError(exc.problems) from None
     store = Store.from_settings(settings)
     store.create_schema()
-    terminology = _TERMINOLOGY.load() if load_terminology else _TERMINOLOGY
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -63,6 +90,7 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
         verifier=TokenVerifier(settings, store) if settings.auth_enabled else None,
         reader=TextReader(),
         value_sets=ValueSets(),
+        release=release,
     )
     store.override_reasons = frozenset((r["system"], r["code"]) for r in runtime.catalogue.override_reasons())
     problems = check_templates(runtime.catalogue.templates)
@@ -91,10 +119,28 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     cors.install(app, settings)
 
     _register_error_handlers(app)
+    _warn_about_the_code_set(release, terminology)
     if not settings.auth_enabled:
         log.warning("AUTHENTICATION IS OFF: no trusted issuer configured (SPINE_CDS_TRUSTED_ISSUERS); "
                     "any caller can use this service. For local development only.")
     return app
+
+
+def _warn_about_the_code_set(release, terminology) -> None:
+    from .code_set import table_codes_not_billable, today
+
+    if terminology.loaded and not release.packaged:
+        missing = table_codes_not_billable(terminology)
+        if missing:
+            log.warning("the loaded ICD-10-CM release has no billable %s, named by the code tables "
+                        "(service/knowledge/code_tables.toml): the cards that would propose them are not shown",
+                        ", ".join(missing))
+    day = today()
+    if not release.covers(day):
+        log.warning("the loaded ICD-10-CM release (%s, %s) does not cover today (%s): hook answers say so and "
+                    "withhold the suggestions that set a code; load the release in effect with "
+                    "SPINE_CDS_TABULAR_XML and SPINE_CDS_CODE_LIST", release.title,
+                    f"valid {release.period}" if release.period else "validity unknown", day.isoformat())
 
 
 def _register_error_handlers(app: Flask) -> None:

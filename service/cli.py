@@ -60,9 +60,32 @@ def _check_config() -> int:
     settings.check_bind()
     described = settings.describe()
     described["playground"] = playground_state(settings)  # the effective state, not SPINE_CDS_PLAYGROUND alone
+    described["code_set"] = code_set_state(settings)
     print(json.dumps(described, indent=2))
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def code_set_state(settings) -> dict:
+    """The ICD-10-CM release the service loads and the days it is valid for. A release given by path is
+    loaded here as `serve` would load it (a few seconds), so that a file that does not parse is a
+    configuration error now rather than at start; the packaged one is known good and is not parsed."""
+    from .app import terminology_for
+    from .code_set import table_codes_not_billable, today
+    from .terminology import ReleaseError
+
+    release = settings.release()
+    out = release.describe()
+    out["coversToday"] = release.covers(today())
+    if not release.packaged:
+        terminology = terminology_for(release)
+        try:
+            terminology.load()
+        except ReleaseError as exc:
+            raise ConfigError(exc.problems) from None
+        out["loadSeconds"] = round(terminology.load_seconds, 2)
+        out["tableCodesNotBillable"] = table_codes_not_billable(terminology)
+    return out
 
 
 def playground_state(settings) -> dict:
@@ -104,8 +127,10 @@ def _evaluate(args) -> int:
 
 
 def _as_text(answer: dict) -> str:
+    code_set = (answer.get("extension") or {}).get("spine-coding-cds", {}).get("codeSet")
+    after = [f"code set: {code_set['note']}"] if code_set else []
     if not answer["cards"]:
-        return "no cards: the codes match the documentation"
+        return "\n".join(["no cards: the codes match the documentation"] + after)
     lines = []
     for card in answer["cards"]:
         payload = card["extension"]["spine-coding-cds"]
@@ -119,7 +144,7 @@ def _as_text(answer: dict) -> str:
             lines.append(f"  evidence: \"{evidence['text']}\" ({evidence['reference']}, {evidence['assertion']})")
         for suggestion in card.get("suggestions", []):
             lines.append(f"  suggestion: {suggestion['label']}")
-    return "\n".join(lines)
+    return "\n".join(lines + after)
 
 
 def _audit(args) -> int:

@@ -145,6 +145,19 @@ class Settings:
     feedback_max_items: int = field(default=100, metadata={"help": "most feedback items in one request"})
     feedback_max_comment: int = field(
         default=2000, metadata={"help": "longest overrideReason.userComment accepted, characters"})
+    tabular_xml: str = field(
+        default="",
+        metadata={"help": "the CDC ICD-10-CM tabular XML to load (icd10cm-tabular-YYYY.xml of a CDC release), with "
+                          "SPINE_CDS_CODE_LIST; empty = the packaged April 1 2026 release (FY2026)"})
+    code_list: str = field(
+        default="",
+        metadata={"help": "the code list of the same release (the CDC's icd10cm-codes-YYYY.txt: the first word "
+                          "of each line is read), with SPINE_CDS_TABULAR_XML"})
+    tabular_effective: str = field(
+        default="",
+        metadata={"help": "the loaded release's validity, START/END in ISO dates (e.g. 2026-10-01/2027-09-30); "
+                          "empty = derived from the release (its <version> fiscal year, October 1 to September "
+                          "30; April 1 to September 30 when the tabular's file name says April)"})
 
     # ----------------------------------------------------------------- derived
     @property
@@ -264,8 +277,18 @@ class Settings:
                             f"{MIN_HASH_KEY_LENGTH}, e.g. the output of `openssl rand -hex 32`)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{PREFIX}LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        try:
+            self.release()  # the files' first lines and the stated period (the tabular is parsed at load)
+        except ValueError as exc:  # ReleaseError: one problem per entry, each naming its setting
+            problems.extend(getattr(exc, "problems", [str(exc)]))
         if problems:
             raise ConfigError(problems)
+
+    def release(self):
+        """The ICD-10-CM release these settings name, with its validity period (service/terminology.py)."""
+        from .terminology import read_release
+
+        return read_release(self.tabular_xml, self.code_list, self.tabular_effective)
 
     def check_bind(self) -> None:
         """Refuse to serve PHI openly on a network: the check `serve` runs before binding."""

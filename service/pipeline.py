@@ -13,7 +13,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
 from .hook_request import parse_hook_request
 from .record import build_record
-from . import suppression
+from . import code_set, suppression
 from .rules import RuleContext, describe_rule_limits, evaluate
 from .rules.resolve import MADE_HERE
 from .services import CdsService
@@ -21,11 +21,13 @@ from .services import CdsService
 log = logging.getLogger(__name__)
 
 
-def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = True) -> dict:
+def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = True, as_of=None) -> dict:
     """The hook's answer. `defer(fn)` runs fn after the answer is sent (the HTTP layer passes
     it): the record of issued cards is written then, off the clinician's wait. `screen=False`
     shows every card whatever feedback it had (the playground and the rule pages, whose
-    vignettes share one demo patient: one accept there must not hide the card everywhere)."""
+    vignettes share one demo patient: one accept there must not hide the card everywhere).
+    `as_of` (a date) is the day the code set is checked for instead of the encounter's (the rule
+    pages' worked examples, evaluated within the loaded release's period; service/code_set.py)."""
     request = parse_hook_request(body, service)
     deadline = Deadline(runtime.settings.hook_deadline)
     reader = runtime.fhir.reader(request.fhir, deadline)
@@ -45,6 +47,8 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
         screened: list = []  # the rules' candidates suppressed by feedback, before the arbitration
 
         def before_arbitration(candidates):
+            # Only the codes of the loaded release take part (service/code_set.py), then feedback.
+            candidates = code_set.of_the_release(candidates, runtime.terminology, record)
             if not screen:
                 return candidates
             kept, gone = suppression.split(runtime, record, candidates)
@@ -52,7 +56,12 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
             return kept
 
         issued = evaluate(findings, context, deadline, screen=before_arbitration)  # one decision per subject
+        # Dated outside the loaded release's period: no suggestion sets a code, and every card says why.
+        dated = code_set.date_call(runtime.release, record, as_of)
+        issued, withheld = code_set.vouch(issued, record, runtime.terminology, dated)
         cards = [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in issued]
+        if not dated.covered:
+            _say_why(runtime, cards, dated, withheld)
     except DeadlineExceeded:
         log.warning("hookInstance=%s service=%s deadline of %.0f ms exceeded (%.1f ms): answered no cards",
                     request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
@@ -92,6 +101,8 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     degraded = _degraded(record)
     if findings.limits:
         degraded["limits"] = runtime.reader.describe_limits(findings.limits) + describe_rule_limits(findings.limits)
+    if not dated.covered:
+        degraded["codeSet"] = dated.to_json(withheld.suggestions, _note(runtime, dated, []))
     if degraded:
         response["extension"] = {runtime.catalogue.contract["extension_key"]: degraded}
     log.info(
@@ -105,6 +116,28 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     for problem in record.skipped:
         log.info("hookInstance=%s skipped %s: %s", request.hook_instance, problem.reference, problem.logged)
     return response
+
+
+def _note(runtime, dated, codes) -> str:
+    """Why the answer sets no code (cards/_code_set.md), for a card (its codes) or the answer."""
+    release = runtime.release
+    values = {"release": release.title, "period": release.period is not None, "date": dated.written,
+              "source": dated.source, "codes": list(codes)}
+    if release.period is not None:
+        values.update(start=release.period.start.isoformat(), end=release.period.end.isoformat())
+    return " ".join(runtime.catalogue.env.get_template("_code_set.md").render(values).split())
+
+
+def _say_why(runtime, cards: list[dict], dated, withheld) -> None:
+    """Each card of an answer dated outside the period: the note after its detail, `codeSet` in its extension."""
+    key = runtime.catalogue.contract["extension_key"]
+    for card in cards:
+        codes = withheld.cards.get(card["uuid"])
+        if codes is None:
+            continue  # the summary card (RESOLVE-MORE)
+        note = _note(runtime, dated, codes)
+        card["detail"] = f"{card['detail']}\n\n{note}" if card.get("detail") else note
+        card["extension"][key]["codeSet"] = {"covered": False, "date": dated.written}
 
 
 def _degraded(record) -> dict:

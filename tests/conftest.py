@@ -1,12 +1,21 @@
 """Shared test fixtures: apps on temporary databases, real HTTP servers on loopback."""
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 import sqlalchemy
 
-from service import create_app
+# The code-set period (README, "Code-set years"). The corpus (fhir_fixtures/) is dated 2026-11-20, and a
+# request without an encounter is dated today: both after the packaged release's period (2026-04-01 to
+# 2026-09-30), where answers withhold every suggestion that sets a code. The suite tests the rules, so
+# it states a period that covers its dates; tests/test_code_set.py tests the period itself (its apps
+# set SPINE_CDS_TABULAR_EFFECTIVE themselves, empty for the derived one). Subprocesses that drop the
+# SPINE_CDS_* settings (test_cli, test_readme_commands) run with the derived period, as a fresh install.
+os.environ.setdefault("SPINE_CDS_TABULAR_EFFECTIVE", "2026-04-01/2099-12-31")
+
+from service import create_app  # noqa: E402 - after the setting above, which apps read when built
 
 from .support import ORDER_SIGN_FIXTURE, POSTGRES_URL, FakeFhirServer, ServedApp, fresh, load_fixture
 

@@ -1,10 +1,12 @@
-"""Liveness and readiness for orchestrators and the Docker HEALTHCHECK."""
+"""Liveness and readiness for orchestrators and the Docker HEALTHCHECK; /readyz also names the
+ICD-10-CM release loaded and its validity period."""
 from __future__ import annotations
 
 import logging
 
 from flask import Blueprint, jsonify
 
+from .. import code_set as code_sets
 from ..errors import Issue, operation_outcome
 from .common import runtime
 
@@ -29,7 +31,11 @@ def ready():
         log.warning("readiness: database unreachable (%s)", type(exc).__name__)
         checks["database"] = False
     if all(checks.values()):
-        return jsonify({"status": "pass", "checks": checks})
+        # The code set: which release, the days it is valid for, whether today is one (a release that
+        # does not cover today is no reason to stop routing: the answers say so themselves).
+        code_set = rt.release.describe(files=False)  # no file paths on an unauthenticated endpoint
+        code_set["coversToday"] = rt.release.covers(code_sets.today())
+        return jsonify({"status": "pass", "checks": checks, "codeSet": code_set})
     failing = [name for name, ok in checks.items() if not ok]
     body = operation_outcome([Issue("transient", f"not ready: {name} unavailable") for name in failing])
     return jsonify(body), 503

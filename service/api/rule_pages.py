@@ -208,7 +208,7 @@ def _run(rt, vignette_id: str) -> _Run | None:
             raise ValueError(f"no service for hook {body.get('hook')!r}")
         body = dict(body, hookInstance=str(uuid.uuid4()))
         rehearsal = _Rehearsal(rt)
-        answer = answer_hook(rehearsal, service, body, defer=lambda fn: None, screen=False)
+        answer = answer_hook(rehearsal, service, body, defer=lambda fn: None, screen=False, as_of=_as_of(rt))
         if rehearsal.timed_out:
             log.warning("rule pages: vignette %s timed out: left out of the worked examples", vignette_id)
             return None
@@ -217,6 +217,21 @@ def _run(rt, vignette_id: str) -> _Run | None:
         log.error("rule pages: vignette %s failed, left out of the worked examples: %s",
                   vignette_id, safe_exception(exc))
         return None
+
+
+def _as_of(rt):
+    """The day a worked example's code set is checked for: the first of the loaded release's period, so
+    that the page shows what the rule proposes whatever the vignettes' dates (2026-11-20, after the
+    packaged release); None when the period is not known (the examples then say so, as answers do)."""
+    period = rt.release.period
+    return period.start if period is not None else None
+
+
+def _code_set_line(rt) -> str:
+    release = rt.release
+    if release.period is None:
+        return f"{release.title}, validity period unknown ({release.period_explained})"
+    return f"{release.title}, valid {release.period} ({release.period_explained})"
 
 
 def _resource_dates(body) -> dict:
@@ -351,12 +366,15 @@ _PAGE = """<!doctype html>
 <h2>Declining the card</h2><ul>{% for r in reasons %}<li>{{ r.display }} (<code>{{ r.code }}</code>)</li>{% endfor %}</ul>
 <p><small>The examples are the cards this service answers for the vignettes of
 <code>fhir_fixtures/vignettes.toml</code>; wording from <code>cards/{{ t.rule }}.toml</code>; codes from the
-{{ release }}.</small></p>
+loaded code set: <span id="code-set">{{ code_set }}</span>.{% if as_of %} The examples are checked against it as
+of {{ as_of }}, a day it covers, whatever their records' dates; a hook call dated outside its period gets no
+suggestion that sets a code, and says why.{% endif %}</small></p>
 </body></html>"""
 
 _INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ product }}: rules</title>
 """ + _STYLE + """</head><body><h1>{{ product }}: the coding rules</h1>
+<p id="code-set">Codes from the loaded code set: {{ code_set }}.</p>
 <table><tr><th>rule</th><th>what it checks</th><th>card</th></tr>
 {% for t in templates %}<tr><td><a href="{{ url_for('rule_pages.page', rule_id=t.rule) }}">{{ t.rule }}</a></td>
 <td>{{ t.title }}</td><td><span class="kind">{{ kinds[t.kind].display }}</span> <span class="kind {{ t.indicator }}">{{ t.indicator }}</span></td></tr>{% endfor %}
@@ -377,7 +395,7 @@ def _card_text_filter(value) -> Markup:
 def index():
     rt = runtime()
     return render_template_string(_INDEX, product=rt.catalogue.product, kinds=rt.catalogue.kinds,
-                                  templates=[rt.catalogue.templates[k] for k in sorted(rt.catalogue.templates)])
+                                  code_set=_code_set_line(rt), templates=[rt.catalogue.templates[k] for k in sorted(rt.catalogue.templates)])
 
 
 @blueprint.get("/rules/<rule_id>")
@@ -391,5 +409,6 @@ def page(rule_id: str):
         _PAGE, t=template, product=rt.catalogue.product, kind_display=rt.catalogue.kinds[template.kind]["display"],
         about=_prose(template.about), rule_source=_prose(template.source),
         rationale=_prose(rationale) if isinstance(rationale, str) and rationale.strip() else None,
-        examples=worked_examples(rt, rule_id), reasons=rt.catalogue.override_reasons(), release=rt.terminology.release,
+        examples=worked_examples(rt, rule_id), reasons=rt.catalogue.override_reasons(), code_set=_code_set_line(rt),
+        as_of=_as_of(rt).isoformat() if _as_of(rt) else None,
     )
