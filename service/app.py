@@ -127,12 +127,12 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
 
 
 def _warn_about_the_code_set(release, terminology) -> None:
-    from .code_set import table_codes_not_billable, today
+    from .code_set import table_codes_missing, today
 
     if terminology.loaded and not release.packaged:
-        missing = table_codes_not_billable(terminology)
+        missing = table_codes_missing(terminology)
         if missing:
-            log.warning("the loaded ICD-10-CM release has no billable %s, named by the code tables "
+            log.warning("the loaded ICD-10-CM release lacks %s, named by the code tables "
                         "(service/knowledge/code_tables.toml): the cards that would propose them are not shown",
                         ", ".join(missing))
     day = today()

@@ -71,7 +71,7 @@ def code_set_state(settings) -> dict:
     loaded here as `serve` would load it (a few seconds), so that a file that does not parse is a
     configuration error now rather than at start; the packaged one is known good and is not parsed."""
     from .app import terminology_for
-    from .code_set import table_codes_not_billable, today
+    from .code_set import table_codes_missing, today
     from .terminology import ReleaseError
 
     release = settings.release()
@@ -84,7 +84,7 @@ def code_set_state(settings) -> dict:
         except ReleaseError as exc:
             raise ConfigError(exc.problems) from None
         out["loadSeconds"] = round(terminology.load_seconds, 2)
-        out["tableCodesNotBillable"] = table_codes_not_billable(terminology)
+        out["tableCodesMissing"] = table_codes_missing(terminology)
     return out
 
 

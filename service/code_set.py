@@ -187,11 +187,20 @@ def of_the_release(candidates: list, terminology, record) -> list:
     return kept
 
 
-def table_codes_not_billable(terminology) -> list[str]:
-    """The codes of the code tables (the codes the rules propose) that the loaded release cannot bill."""
+def table_codes_missing(terminology) -> list[str]:
+    """The codes of the code tables (knowledge/code_tables.toml) the loaded release lacks: those the
+    rules propose that it cannot bill, and those they name (categories whose codes they recognise,
+    such as M05) that it does not have. Empty for the packaged release (tests/test_code_tables.py)."""
     from .rules.tables import TABLES
 
-    return sorted({code for _, code in TABLES.all_codes() if not terminology.is_billable(code)})
+    proposed = {*TABLES.order_reasons.values(), *TABLES.disc_by_level.values(), TABLES.disc_unleveled,
+                TABLES.disc_cervicothoracic, *(a.proposed for a in TABLES.causes + TABLES.neuro),
+                *(c for codes in TABLES.ra_options.values() for c in codes)}
+    proposed |= {f"M43.1{digit}" for digit in TABLES.region_digit.values()}
+    proposed |= {f"M54.1{digit}" for region, digit in TABLES.region_digit.items() if region != "multiple"}
+    missing = {code for code in proposed if not terminology.is_billable(code)}
+    missing |= {code for _, code in TABLES.all_codes() if code not in proposed and not terminology.exists(code)}
+    return sorted(missing)
 
 
 # ------------------------------------------------------------------ 2. outside the period

@@ -292,7 +292,13 @@ def test_readyz_and_check_config_name_the_modified_release(modified, monkeypatch
     said = json.loads(capsys.readouterr().out)["code_set"]
     assert said["release"] == "ICD-10-CM FY2027" and said["tabularXml"] == str(xml)
     assert said["effective"] == {"start": "2026-10-01", "end": "2027-09-30"}
-    assert "M43.11" in said["tableCodesNotBillable"]  # the code tables name a code this release lacks
+    assert said["tableCodesMissing"] == ["M43.11"]  # the code tables name a code this release lacks
+
+
+def test_the_packaged_release_has_every_code_of_the_code_tables():
+    from service.app import _TERMINOLOGY
+
+    assert code_set.table_codes_missing(_TERMINOLOGY.load()) == []
 
 
 # ------------------------------------------------------------------ outside the period
