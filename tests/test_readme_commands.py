@@ -207,7 +207,11 @@ def port() -> int:
 
 @pytest.fixture(scope="module")
 def env(copy, port) -> dict:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("SPINE_CDS_") and k != "PYTHONPATH"}
+    # As a fresh shell has it: no settings of ours, and none of make's own variables (under `make test`,
+    # MAKELEVEL and MAKEFLAGS would make the README's `make` commands print "Entering directory").
+    make_vars = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEFILES", "MAKEOVERRIDES"}
+    out = {k: v for k, v in os.environ.items()
+           if not k.startswith("SPINE_CDS_") and k != "PYTHONPATH" and k not in make_vars}
     out["PATH"] = f"{copy / '.venv' / 'bin'}{os.pathsep}{out.get('PATH', '')}"
     out["PYTHONPATH"] = str(copy)
     if port != 8080:
