@@ -2,103 +2,30 @@
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from dataclasses import dataclass
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import cors
 from .auth import TokenVerifier
-from .cards import CardCatalogue
-from .config import ConfigError, Settings
+from .config import Settings
 from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
-from .fhir_server import FhirServerPolicy
-from .nlp.reader import TextReader
-from .valuesets import ValueSets
 from .logs import configure as configure_logging, safe_exception
-from .rules import check_templates, load_rules
+from .runtime import Runtime, _TERMINOLOGY, build_runtime, terminology_for  # noqa: F401 - re-exported
 from .store import Store
-from .terminology import ReleaseError, Terminology
 
 log = logging.getLogger(__name__)
-
-_TERMINOLOGY = Terminology()  # one per process: 175 MB that gunicorn workers share after fork
-# Releases given by path (SPINE_CDS_TABULAR_XML, SPINE_CDS_CODE_LIST), by their files as they are on
-# disk: loaded once per process while an app uses them (a test's modified release goes with its app).
-_RELEASES: "weakref.WeakValueDictionary[tuple, Terminology]" = weakref.WeakValueDictionary()
-_RELEASES_LOCK = threading.Lock()
-
-
-def terminology_for(release) -> Terminology:
-    """The tabular of `release` (the packaged one is `_TERMINOLOGY`), not yet loaded."""
-    if release.packaged:
-        return _TERMINOLOGY
-    with _RELEASES_LOCK:
-        key = release.cache_key()
-        found = _RELEASES.get(key)
-        if found is None:
-            found = _RELEASES[key] = Terminology(release)
-        return found
-
-
-@dataclass
-class Runtime:
-    """Everything a request needs, built once per app."""
-
-    settings: Settings
-    store: Store
-    terminology: Terminology
-    catalogue: CardCatalogue
-    fhir: FhirServerPolicy
-    verifier: TokenVerifier | None
-    reader: TextReader
-    value_sets: ValueSets
-    # The ICD-10-CM release loaded, with the validity period these settings give it (stated or derived):
-    # a hook call dated outside it says so and withholds the suggestions that set a code (pipeline.py).
-    release: object = None
-
-    def is_silent(self, rule_id: str) -> bool:
-        """Silent mode: the rule runs and what it would say is recorded, but no card is shown."""
-        return "*" in self.settings.silent_rules or rule_id in self.settings.silent_rules
-
-    def rules_base_url(self) -> str:
-        return self.settings.public_base_url or request.host_url
 
 
 def create_app(config: Settings | dict | None = None, load_terminology: bool = True) -> Flask:
     settings = config if isinstance(config, Settings) else Settings.from_env(overrides=config)
     configure_logging(settings.log_level)
 
-    try:
-        release = settings.release()  # checked when the settings were read: files, header, period
-        terminology = terminology_for(release)
-        if load_terminology:
-            terminology.load()  # before the fork under `serve`; a release that does not parse: ConfigError
-    except ReleaseError as exc:
-        raise ConfigError(exc.problems) from None
     store = Store.from_settings(settings)
     store.create_schema()
-    runtime = Runtime(
-        settings=settings,
-        store=store,
-        terminology=terminology,
-        catalogue=CardCatalogue(),
-        fhir=FhirServerPolicy(settings.fhir_allowlist, settings.fhir_connect_timeout,
-                              settings.fhir_read_timeout, settings.fhir_max_pages, settings.fhir_max_bytes),
-        verifier=TokenVerifier(settings, store) if settings.auth_enabled else None,
-        reader=TextReader(),
-        value_sets=ValueSets(),
-        release=release,
-    )
+    verifier = (lambda s: TokenVerifier(settings, s)) if settings.auth_enabled else None
+    runtime = build_runtime(settings, store, verifier_for=verifier, load_terminology=load_terminology)
     store.override_reasons = frozenset((r["system"], r["code"]) for r in runtime.catalogue.override_reasons())
-    problems = check_templates(runtime.catalogue.templates)
-    if problems:
-        raise ConfigError(problems)
-    unknown = sorted(set(settings.silent_rules) - set(load_rules()) - {"*"})
-    if unknown:
-        raise ConfigError([f"SPINE_CDS_SILENT_RULES: no rule {', '.join(unknown)} (the rules are listed at /rules)"])
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -119,7 +46,7 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     cors.install(app, settings)
 
     _register_error_handlers(app)
-    _warn_about_the_code_set(release, terminology)
+    _warn_about_the_code_set(runtime.release, runtime.terminology)
     if not settings.auth_enabled:
         log.warning("AUTHENTICATION IS OFF: no trusted issuer configured (SPINE_CDS_TRUSTED_ISSUERS); "
                     "any caller can use this service. For local development only.")

@@ -31,7 +31,8 @@ from .escaping import csv_row, html_text
 UNREADABLE_LINES: list[str] = []  # "file:line" of the lines index() could not parse (the last index)
 COLUMNS = ["patient", "encounter", "rule", "kind", "indicator", "summary", "current_codes", "proposed_codes",
            "missing_documentation", "evidence"]
-_APP = None
+_RUNTIME = None
+RULES_URL = "http://localhost:8080/"  # where the cards' links point in the CSV (SPINE_CDS_PUBLIC_BASE_URL if set)
 
 
 # ------------------------------------------------------------------ reading the export
@@ -112,10 +113,15 @@ def read_resources(places: list[tuple[str, int]]) -> list[dict]:
 
 # ------------------------------------------------------------------ one patient
 def init_worker() -> None:
-    """One app per worker process: terminology, lexicons and templates loaded once, nothing stored."""
-    global _APP
-    from .app import create_app
-    _APP = create_app({"database_url": "sqlite://", "log_level": "ERROR"})
+    """One runtime per worker process: terminology, lexicons and templates loaded once (shared
+    with the parent when it loaded them before the fork), no store: nothing is recorded."""
+    global _RUNTIME
+    from .config import Settings
+    from .logs import configure
+    from .runtime import build_runtime
+    settings = Settings.from_env(overrides={"log_level": "ERROR"})
+    configure(settings.log_level)
+    _RUNTIME = build_runtime(settings, store=None)
 
 
 def _encounter_of(resource: dict) -> str | None:
@@ -132,12 +138,13 @@ def audit_patient(resources: list[dict]) -> list[dict]:
     """The cards the rules give for each encounter of one patient (rows of the CSV)."""
     from .bundles import hook_request_from_bundle
     from .errors import Problem
-    from .pipeline import answer_hook
+    from .pipeline import Call, answer_hook
     from .services import ENCOUNTER_SIGN
 
-    if _APP is None:
+    if _RUNTIME is None:
         init_worker()
-    runtime = _APP.extensions["spine_cds"]
+    runtime = _RUNTIME
+    call = Call(runtime.settings.public_base_url or RULES_URL, origin=None, screen=False)
     patient = next((patient_of(r) for r in resources if patient_of(r)), "(no patient)")
     encounters = {r["id"]: r for r in resources if r.get("resourceType") == "Encounter" and r.get("id")}
     groups: dict[str | None, list[dict]] = defaultdict(list)
@@ -158,8 +165,7 @@ def audit_patient(resources: list[dict]) -> list[dict]:
             body["prefetch"]["encounter"] = None
         body["hookInstance"] = str(uuid.uuid4())
         try:
-            with _APP.test_request_context():
-                answer = answer_hook(runtime, ENCOUNTER_SIGN, body)
+            answer = answer_hook(runtime, ENCOUNTER_SIGN, body, call).response
         except Problem as problem:
             rows.append({"patient": patient, "encounter": encounter or "", "rule": "(not evaluated)",
                          "summary": "; ".join(i.diagnostics for i in problem.issues)})

@@ -189,29 +189,23 @@ def warm_up(app) -> dict:
     import dataclasses
     import uuid
 
-    from .pipeline import answer_hook
+    from .pipeline import Call, answer_hook
     from .services import SERVICES
 
     runtime = app.extensions["spine_cds"]
     warm = dataclasses.replace(runtime, settings=dataclasses.replace(
         runtime.settings, hook_deadline=max(runtime.settings.hook_deadline, 60.0)))
-    store = runtime.store
-    timed_out: list[str] = []
-    record_timeout, store.record_timeout = store.record_timeout, lambda service_id, *a, **k: timed_out.append(service_id)
     body = json.loads((Path(__file__).resolve().parent / "knowledge" / "warm-up.json").read_text())
+    call = Call(runtime.settings.public_base_url or "http://localhost/", origin=None)  # never recorded
     outcome: dict = {}
-    try:
-        with app.test_request_context("/", base_url=runtime.settings.public_base_url or None):
-            for service in SERVICES.values():
-                call = dict(body, hook=service.hook, hookInstance=str(uuid.uuid4()))
-                try:
-                    answer = answer_hook(warm, service, call, defer=lambda work: None)  # never recorded
-                    app.json.dumps(answer)
-                    outcome[service.id] = "deadline exceeded" if service.id in timed_out else len(answer["cards"])
-                except Exception as exc:  # noqa: BLE001 - a failed warm-up must not stop the start
-                    outcome[service.id] = type(exc).__name__
-    finally:
-        store.record_timeout = record_timeout
+    for service in SERVICES.values():
+        request = dict(body, hook=service.hook, hookInstance=str(uuid.uuid4()))
+        try:
+            answer = answer_hook(warm, service, request, call)
+            app.json.dumps(answer.response)
+            outcome[service.id] = "deadline exceeded" if answer.timed_out else len(answer.cards)
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up must not stop the start
+            outcome[service.id] = type(exc).__name__
     failed = {k: v for k, v in outcome.items() if not isinstance(v, int)}
     if failed:
         print(f"spine-cds: warm-up failed for {', '.join(f'{k} ({v})' for k, v in failed.items())}",

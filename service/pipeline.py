@@ -4,10 +4,19 @@ One budget (SPINE_CDS_HOOK_DEADLINE) covers the whole call. FHIR fetches share i
 data not fetched within it is a 412. When reading the text or running the rules would go past
 it, the answer is {"cards": []}: a late card is worse than none inside a clinician's click. The
 timeout is logged with the hookInstance and counted in the database.
+
+Everything besides the body is passed in: the `Runtime` (service/runtime.py: tabular, lexicons,
+templates, the store or none) and the `Call` (where the cards link to, what the answer is recorded
+as, whether feedback screens it). Nothing here reads an HTTP request or module-level state, so the
+service, the CLI and the audit run the same pipeline.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Callable
 
 from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
@@ -21,14 +30,52 @@ from .services import CdsService
 log = logging.getLogger(__name__)
 
 
-def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = True, as_of=None) -> dict:
-    """The hook's answer. `defer(fn)` runs fn after the answer is sent (the HTTP layer passes
-    it): the record of issued cards is written then, off the clinician's wait. `screen=False`
-    shows every card whatever feedback it had (the playground and the rule pages, whose
-    vignettes share one demo patient: one accept there must not hide the card everywhere).
-    `as_of` (a date) is the day the code set is checked for instead of the encounter's (the rule
-    pages' worked examples, evaluated within the loaded release's period; service/code_set.py)."""
+@dataclass(frozen=True)
+class Call:
+    """How one hook call is answered, besides its body: given by the caller.
+
+    - `rules_url`: the base URL the cards' links point to (`{rules_url}/rules/{rule}`).
+    - `origin`: what the issued cards and a timeout are recorded as ('ehr', 'playground'); None
+      records nothing (the rule pages' worked examples, the warm-up, the audit).
+    - `screen`: feedback suppresses cards (False: the playground and the rule pages, whose
+      vignettes share one demo patient: one accept there must not hide the card everywhere).
+    - `as_of`: the day the code set is checked for instead of the encounter's (the rule pages'
+      worked examples, evaluated within the loaded release's period; service/code_set.py).
+    - `defer(fn)`: runs fn after the answer is sent (the HTTP layer): the record of issued cards
+      is written then, off the clinician's wait. None: at once.
+    """
+
+    rules_url: str
+    origin: str | None = "ehr"
+    screen: bool = True
+    as_of: date | None = None
+    defer: Callable | None = None
+
+
+@dataclass
+class Answer:
+    """The hook's answer (`response`, the JSON sent), and what became of the rules' cards: counts
+    by (rule, kind) of the cards shown, silent (silent mode) and suppressed (feedback), and whether
+    the deadline cut the call short (then `response` is {"cards": []})."""
+
+    response: dict
+    timed_out: bool = False
+    shown: Counter = field(default_factory=Counter)
+    silent: Counter = field(default_factory=Counter)
+    suppressed: Counter = field(default_factory=Counter)
+    elapsed_ms: float = 0.0
+
+    @property
+    def cards(self) -> list[dict]:
+        return self.response["cards"]
+
+
+def answer_hook(runtime, service: CdsService, body, call: Call) -> Answer:
+    """The hook's answer to `body` (a parsed CDS Hooks request) for `service`; a Problem (4xx)
+    when the request or the record it needs is not usable."""
     request = parse_hook_request(body, service)
+    store = runtime.store if call.origin is not None else None  # where the call is recorded, if anywhere
+    screen = call.screen and runtime.store is not None
     deadline = Deadline(runtime.settings.hook_deadline)
     reader = runtime.fhir.reader(request.fhir, deadline)
     if request.fhir.server and reader is None:
@@ -57,42 +104,44 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
 
         issued = evaluate(findings, context, deadline, screen=before_arbitration)  # one decision per subject
         # Dated outside the loaded release's period: no suggestion sets a code, and every card says why.
-        dated = code_set.date_call(runtime.release, record, as_of)
+        dated = code_set.date_call(runtime.release, record, call.as_of)
         issued, withheld = code_set.vouch(issued, record, runtime.terminology, dated)
-        cards = [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in issued]
+        cards = [card.to_json(runtime.catalogue, call.rules_url) for card in issued]
         if not dated.covered:
             _say_why(runtime, cards, dated, withheld)
     except DeadlineExceeded:
         log.warning("hookInstance=%s service=%s deadline of %.0f ms exceeded (%.1f ms): answered no cards",
                     request.hook_instance, service.id, deadline.budget_ms, deadline.elapsed_ms())
-        runtime.store.record_timeout(service.id, request.hook_instance, deadline.elapsed_ms())
-        return {"cards": []}
+        if store is not None:
+            store.record_timeout(service.id, request.hook_instance, deadline.elapsed_ms(), origin=call.origin)
+        return Answer({"cards": []}, timed_out=True, elapsed_ms=deadline.elapsed_ms())
     key = runtime.catalogue.contract["extension_key"]
     silent = [c for c in cards if runtime.is_silent(c["extension"][key]["rule"])]
     live = [(card, c) for card, c in zip(issued, cards) if not runtime.is_silent(c["extension"][key]["rule"])]
     # Suppression (service/suppression.py): cards already accepted or overridden with a reason for this
     # patient, subject and rule within the window are recorded as suppressed, not shown.
-    keys = suppression.card_keys(runtime, record, issued + screened)
+    keys = suppression.card_keys(runtime, record, issued + screened) if store is not None or screen else {}
     made_here = [(c, j) for c, j in live if c.rule in MADE_HERE]  # the rules' cards were screened before
     if screen and made_here:
         shown_made, suppressed = suppression.screen(runtime, record, made_here, keys)
         shown = [j for c, j in live if c.rule not in MADE_HERE or j in shown_made]
     else:
         shown, suppressed = [c for _, c in live], []
-    suppressed += [card.to_json(runtime.catalogue, runtime.rules_base_url()) for card in screened]
+    suppressed += [card.to_json(runtime.catalogue, call.rules_url) for card in screened]
     # After the answer: the issued cards are written within the hook-path database timeout, else kept
     # in the store's bounded queue and retried (service/store.py); never raised, never waited on. Then
     # the scheduled purge, at most once a day (Store.maintain: a flag for the writer thread).
     to_record = bool(cards or suppressed)  # now: `cards` is rebound to the shown ones below
 
     def write_issued() -> None:
-        store, args = runtime.store, (service.id, service.hook, request.hook_instance)
+        args = (service.id, service.hook, request.hook_instance)
         if to_record:
-            store.record_issued(*args, shown, key, keys=keys)
-            store.record_issued(*args, silent, key, silent=True, keys=keys)
-            store.record_issued(*args, suppressed, key, suppressed=True, keys=keys)
+            store.record_issued(*args, shown, key, keys=keys, origin=call.origin)
+            store.record_issued(*args, silent, key, silent=True, keys=keys, origin=call.origin)
+            store.record_issued(*args, suppressed, key, suppressed=True, keys=keys, origin=call.origin)
         store.maintain()
-    (defer or (lambda fn: fn()))(write_issued)
+    if store is not None:
+        (call.defer or (lambda fn: fn()))(write_issued)
     if suppressed:
         log.info("hookInstance=%s service=%s suppressed=%d (feedback already given within the window)",
                  request.hook_instance, service.id, len(suppressed))
@@ -115,7 +164,11 @@ def answer_hook(runtime, service: CdsService, body, defer=None, screen: bool = T
     )
     for problem in record.skipped:
         log.info("hookInstance=%s skipped %s: %s", request.hook_instance, problem.reference, problem.logged)
-    return response
+    answer = Answer(response, elapsed_ms=deadline.elapsed_ms())
+    for bucket, shown_as in ((cards, answer.shown), (silent, answer.silent), (suppressed, answer.suppressed)):
+        for card in bucket:
+            shown_as[(card["extension"][key]["rule"], card["source"]["topic"]["code"])] += 1
+    return answer
 
 
 def _note(runtime, dated, codes) -> str:

@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from service.api import rule_pages
+from service.pipeline import Answer
 from service.api.rule_pages import markdown_html
 
 from .support import FIXTURES
@@ -119,9 +120,9 @@ def test_examples_run_once_per_process_and_write_nothing(app, client, monkeypatc
     calls = []
     real = rule_pages.answer_hook
 
-    def counting(runtime, service, body, defer=None, **options):
+    def counting(runtime, service, body, call):
         calls.append(body["hookInstance"])
-        return real(runtime, service, body, defer=defer, **options)
+        return real(runtime, service, body, call)
 
     monkeypatch.setattr(rule_pages, "answer_hook", counting)
     first = _page(client, "SPL-TRAUMA")
@@ -136,13 +137,12 @@ def test_examples_run_once_per_process_and_write_nothing(app, client, monkeypatc
 def test_a_vignette_that_raises_or_times_out_is_left_out_never_a_500(app, client, monkeypatch):
     real = rule_pages.answer_hook
 
-    def flaky(runtime, service, body, defer=None, **options):
+    def flaky(runtime, service, body, call):
         if "nondisplaced-type-ii-dens" in _vignette_of(body):
             raise RuntimeError("boom")
         if "c1-c2-subluxation-after-fall" in _vignette_of(body):
-            runtime.store.record_timeout(service.id, body["hookInstance"], 9999.0)
-            return {"cards": []}
-        return real(runtime, service, body, defer=defer, **options)
+            return Answer({"cards": []}, timed_out=True)
+        return real(runtime, service, body, call)
 
     monkeypatch.setattr(rule_pages, "answer_hook", flaky)
     page = _page(client, "SPL-TRAUMA")

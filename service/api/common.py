@@ -17,6 +17,11 @@ def runtime():
     return current_app.extensions["spine_cds"]
 
 
+def rules_url() -> str:
+    """Where the cards' links point: SPINE_CDS_PUBLIC_BASE_URL, else this request's host."""
+    return runtime().settings.public_base_url or request.host_url
+
+
 def json_body():
     """The request's JSON: 415 when it is not JSON, 413 when too large, 400 when malformed."""
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):

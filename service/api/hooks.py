@@ -7,9 +7,9 @@ from flask import Blueprint, jsonify
 
 from .. import collector
 from ..errors import Problem
-from ..pipeline import answer_hook
+from ..pipeline import Call, answer_hook
 from ..services import SERVICES
-from .common import json_body, require_jwt, runtime
+from .common import json_body, require_jwt, rules_url, runtime
 
 blueprint = Blueprint("hooks", __name__)
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ def call_service(service_id: str):
     if service is None:
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}; see GET /cds-services")
     deferred = []
-    response = jsonify(answer_hook(runtime(), service, json_body(), defer=deferred.append))
+    answer = answer_hook(runtime(), service, json_body(), Call(rules_url(), defer=deferred.append))
+    response = jsonify(answer.response)
     for work in deferred:
         response.call_on_close(_logged(work))
     response.call_on_close(collector.after_response)

@@ -34,9 +34,10 @@ from markupsafe import Markup
 from ..bundles import hook_request_from_bundle
 from ..config import PROJECT_DIR
 from ..errors import Problem
-from ..pipeline import answer_hook
+from ..pipeline import Call, answer_hook
 from ..services import SERVICES, service_for_hook
-from .common import require_jwt, runtime
+from ..store import PLAYGROUND
+from .common import require_jwt, rules_url, runtime
 from .feedback import parse_feedback
 from ..escaping import html_text as escape_text
 from .rule_pages import markdown_html, markdown_inline, record_texts
@@ -116,7 +117,7 @@ def run():
         body = dict(body, hook=body.get("hook", service.hook), hookInstance=str(uuid.uuid4()))
     try:
         # one demo patient: feedback hides nothing (screen=False); its cards are marked as the playground's
-        answer = answer_hook(_PlaygroundRuntime(runtime()), service, body, screen=False)
+        answer = answer_hook(runtime(), service, body, Call(rules_url(), origin=PLAYGROUND, screen=False)).response
     except Problem as problem:
         return _render(error="; ".join(i.diagnostics for i in problem.issues), **form)
     texts = _texts(body, service)
@@ -147,31 +148,6 @@ def _service_for(body, service_id: str):
     other = f" ({own.id} answers it)" if own is not None else ""
     return None, (f"hook mismatch: the request names the hook {hook!r}{other}; the service chosen, {service.id}, "
                   f"answers {service.hook!r}. Choose \"the request's own hook\" or {own.id if own else 'another request'}.")
-
-
-class _PlaygroundRuntime:
-    """The app's runtime, its store recording the cards issued here with origin 'playground'."""
-
-    def __init__(self, rt):
-        self._rt = rt
-        self.store = _PlaygroundStore(rt.store)
-
-    def __getattr__(self, name):
-        return getattr(self._rt, name)
-
-
-class _PlaygroundStore:
-    def __init__(self, store):
-        self._store = store
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def record_issued(self, *args, **kwargs) -> None:
-        self._store.record_issued(*args, origin="playground", **kwargs)
-
-    def record_timeout(self, *args, **kwargs) -> None:
-        self._store.record_timeout(*args, origin="playground", **kwargs)
 
 
 @blueprint.post("/playground/feedback")

@@ -26,9 +26,9 @@ from ..config import PROJECT_DIR
 from ..errors import Problem
 from ..escaping import html_text
 from ..logs import safe_exception
-from ..pipeline import answer_hook
+from ..pipeline import Call, answer_hook
 from ..services import service_for_hook
-from .common import runtime
+from .common import rules_url, runtime
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("rule_pages", __name__)
@@ -150,36 +150,6 @@ _EXAMPLES: dict[int, tuple] = {}  # id(runtime) → (weak reference to it, _Exam
 _EXAMPLES_LOCK = threading.Lock()
 
 
-class _Rehearsal:
-    """The runtime, for a worked example: not a hook call, so nothing is written (no issued cards,
-    no timeout counted) and no feedback suppresses a card; a timeout is noted so that the example
-    is left out."""
-
-    def __init__(self, rt):
-        self._rt, self.timed_out = rt, False
-        self.store = _QuietStore(rt.store, self)
-
-    def __getattr__(self, name):
-        return getattr(self._rt, name)
-
-
-class _QuietStore:
-    def __init__(self, store, rehearsal: _Rehearsal):
-        self._store, self._rehearsal = store, rehearsal
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def record_timeout(self, *args, **kwargs) -> None:
-        self._rehearsal.timed_out = True
-
-    def record_issued(self, *args, **kwargs) -> None:
-        pass
-
-    def active_suppressions(self, *args, **kwargs) -> set:
-        return set()  # feedback on a real patient's card never hides a worked example
-
-
 def _examples_of(rt) -> _Examples:
     with _EXAMPLES_LOCK:
         ref, examples = _EXAMPLES.get(id(rt), (None, None))
@@ -207,12 +177,12 @@ def _run(rt, vignette_id: str) -> _Run | None:
         if service is None:
             raise ValueError(f"no service for hook {body.get('hook')!r}")
         body = dict(body, hookInstance=str(uuid.uuid4()))
-        rehearsal = _Rehearsal(rt)
-        answer = answer_hook(rehearsal, service, body, defer=lambda fn: None, screen=False, as_of=_as_of(rt))
-        if rehearsal.timed_out:
+        # a worked example is no hook call: nothing recorded, no feedback screens it
+        answer = answer_hook(rt, service, body, Call(rules_url(), origin=None, screen=False, as_of=_as_of(rt)))
+        if answer.timed_out:
             log.warning("rule pages: vignette %s timed out: left out of the worked examples", vignette_id)
             return None
-        return _Run(answer["cards"], record_texts(body, service), _resource_dates(body))
+        return _Run(answer.cards, record_texts(body, service), _resource_dates(body))
     except Exception as exc:  # noqa: BLE001 - an example that fails is left out; the page still renders
         log.error("rule pages: vignette %s failed, left out of the worked examples: %s",
                   vignette_id, safe_exception(exc))
