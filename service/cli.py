@@ -102,7 +102,10 @@ def playground_state(settings) -> dict:
 
 
 def _evaluate(args) -> int:
-    from .app import create_app
+    from .errors import Problem
+    from .logs import configure as configure_logging
+    from .pipeline import Call, answer_hook
+    from .runtime import build_runtime
     from .services import SERVICES, service_for_hook
 
     try:
@@ -115,15 +118,19 @@ def _evaluate(args) -> int:
     if service is None:
         print("spine-cds: no service for this request's hook; pass --service", file=sys.stderr)
         return 2
-    # An evaluation is a dry run: nothing is recorded in the service's database.
-    app = create_app(_settings({"database_url": "sqlite://", "log_level": os.environ.get("SPINE_CDS_LOG_LEVEL", "ERROR")}))
-    response = app.test_client().post(f"/cds-services/{service.id}", json=body)
-    answer = response.get_json()
-    if args.text and response.status_code == 200:
-        print(_as_text(answer))
-    else:
-        print(json.dumps(answer, indent=2))
-    return 0 if response.status_code == 200 else 1
+    # An evaluation is a dry run of the same pipeline as a hook call: no database, nothing recorded,
+    # no feedback screens a card (the service's feedback is in its own database).
+    settings = _settings({"log_level": os.environ.get("SPINE_CDS_LOG_LEVEL", "ERROR")})
+    configure_logging(settings.log_level)
+    runtime = build_runtime(settings, store=None)
+    try:
+        answer = answer_hook(runtime, service, body, Call(settings.public_base_url or "http://localhost:8080/",
+                                                          origin=None, screen=False)).response
+    except Problem as problem:
+        print(json.dumps(problem.to_json(), indent=2))
+        return 1
+    print(_as_text(answer) if args.text else json.dumps(answer, indent=2))
+    return 0
 
 
 def _as_text(answer: dict) -> str:
