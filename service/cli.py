@@ -28,9 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check-config", help="validate the configuration and print it")
 
     audit = commands.add_parser("audit", help="run the rules over FHIR Bundles or a Bulk Data export (NDJSON)")
-    audit.add_argument("path", type=Path, help="a Bundle (.json), an .ndjson file, or a folder of them")
+    audit.add_argument("path", help="a Bundle (.json), an .ndjson file, or a folder of them (with --engine dask "
+                       "also a URL fsspec reads, e.g. file:// or s3://)")
     audit.add_argument("--out", type=Path, default=Path("audit"), help="folder for audit.csv and audit.html")
+    audit.add_argument("--engine", choices=["local", "dask"], default="local",
+                       help="local: a process pool on this machine (default); dask: Dask distributed")
+    audit.add_argument("--scheduler", help="with --engine dask: a cluster's scheduler, e.g. tcp://host:8786 "
+                       "(default: a local cluster of --workers processes)")
     audit.add_argument("--workers", type=int, help="processes (default: one per core)")
+    audit.add_argument("--partitioned", action="store_true",
+                       help="write the CSV as audit/part-*.csv (done anyway past a million rows)")
 
     purge = commands.add_parser("purge", help="delete what is older than SPINE_CDS_RETENTION_DAYS, and expired JWT ids")
     purge.add_argument("--days", type=int, help="retention period in days (default SPINE_CDS_RETENTION_DAYS)")
@@ -157,12 +164,22 @@ def _as_text(answer: dict) -> str:
 def _audit(args) -> int:
     from .audit import run
 
-    if not args.path.exists():
+    url = "://" in args.path
+    if url and args.engine != "dask":
+        print(f"spine-cds: {args.path} is a URL: the local engine reads a local path (use --engine dask)", file=sys.stderr)
+        return 2
+    if args.scheduler and args.engine != "dask":
+        print("spine-cds: --scheduler is for --engine dask", file=sys.stderr)
+        return 2
+    if not url and not Path(args.path).exists():
         print(f"spine-cds: no such file or folder: {args.path}", file=sys.stderr)
         return 2
-    summary = run(args.path, args.out, args.workers)
+    summary = run(args.path, args.out, args.workers, engine=args.engine, scheduler=args.scheduler,
+                  partitioned=args.partitioned)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out / 'audit.csv'} and {args.out / 'audit.html'}", file=sys.stderr)
+    written = args.out / ("audit" if summary["csv_parts"] else "audit.csv")
+    print(f"wrote {written}{' (' + str(summary['csv_parts']) + ' part files)' if summary['csv_parts'] else ''} "
+          f"and {args.out / 'audit.html'}", file=sys.stderr)
     return 0
 
 

@@ -117,7 +117,7 @@ def test_a_patient_that_cannot_be_read_is_reported_and_the_audit_goes_on(tmp_pat
     summary = run(folder, out, workers=1, progress=None)
     assert summary["patients"] == 3 and summary["unreadable"] == 2
     assert summary["unreadable_patients"] == [
-        {"patient": "all.ndjson:4", "stage": "indexing", "error": "unparseable line"},
+        {"patient": "all.ndjson:4", "stage": "reading", "error": "unparseable line"},
         {"patient": "p1", "stage": "evaluating", "error": "AttributeError"}]
     rows = list(csv.DictReader(open(out / "audit.csv")))
     assert [(r["patient"], r["rule"]) for r in rows] == [("p0", "SPL-TRAUMA")]  # p2 after p1 was still read
