@@ -1,4 +1,4 @@
-"""`spine-cds`: serve, evaluate a hook request, check the configuration."""
+"""`spine-cds`: serve, evaluate a hook request, check the configuration, migrate the database."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     purge = commands.add_parser("purge", help="delete what is older than SPINE_CDS_RETENTION_DAYS, and expired JWT ids")
     purge.add_argument("--days", type=int, help="retention period in days (default SPINE_CDS_RETENTION_DAYS)")
 
+    migrate = commands.add_parser("migrate", help="bring the database to this release's schema (service/migrations)")
+    migrate.add_argument("--sql", action="store_true",
+                         help="print the SQL of the revisions instead of running it (connects to nothing)")
+    migrate.add_argument("--from", dest="start", metavar="REVISION",
+                         help="with --sql: the revision the database is at (default: an empty database)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -52,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit(args)
         if args.command == "purge":
             return _purge(args)
+        if args.command == "migrate":
+            return _migrate(args)
         return _check_config()
     except ConfigError as exc:
         print(f"spine-cds: {exc}", file=sys.stderr)
@@ -199,6 +207,46 @@ def _purge(args) -> int:
     finally:
         store.engine.dispose()
     print(json.dumps({"retentionDays": settings.retention_days, "deleted": counts}, indent=2))
+    return 0
+
+
+def _migrate(args) -> int:
+    """Brings the database of SPINE_CDS_DATABASE_URL (or the data folder's SQLite) to the head revision,
+    as a start with SPINE_CDS_MIGRATE=auto would, and prints the revision before and after. Exit 2 when
+    the database cannot be reached or written (a message, no traceback)."""
+    from . import migrations
+    from .logs import configure as configure_logging
+    from .store import DATABASE_ERRORS, Store, _NotWritable
+
+    settings = _settings()
+    where = settings.describe()["database"]  # the password masked
+    if args.sql:
+        migrations.sql(settings.sqlalchemy_url, args.start)
+        return 0
+    configure_logging(settings.log_level)  # Alembic's "Running upgrade ..." lines, on stderr
+    store = None
+    try:
+        store = Store.from_settings(settings)
+        if store.path is not None and store.path.exists():
+            store._check_file()  # a read-only file is said so, not tried
+        before, revision = store.migrate()
+        _, after = store.schema_revision()
+    except _NotWritable as exc:
+        print(f"spine-cds: migrate: the database {where} cannot be written ({exc}); nothing was changed",
+              file=sys.stderr)
+        return 2
+    except DATABASE_ERRORS as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"spine-cds: migrate: the database {where} cannot be reached ({type(exc).__name__}"
+              f"{': ' + reason[0] if reason else ''}); nothing was changed", file=sys.stderr)
+        return 2
+    finally:
+        if store is not None:
+            store.engine.dispose()
+    if before == migrations.HEAD:
+        print(f"database {where}: {after} (up to date)")
+    else:
+        print(f"database {where}: {migrations.describe(before, revision)} → {after}")
     return 0
 
 

@@ -132,6 +132,13 @@ class Settings:
                           "busy_timeout; PostgreSQL statement_timeout, lock_timeout, connect_timeout); on a hook "
                           "call's path at most a quarter of SPINE_CDS_HOOK_DEADLINE"},
     )
+    migrate: str = field(
+        default="auto",
+        metadata={"help": "the database schema at start: `auto` brings it to this release's revision (service/"
+                          "migrations; on PostgreSQL one instance at a time, under an advisory lock); `check` "
+                          "changes nothing and refuses to start on a database behind it, naming `spine-cds "
+                          "migrate` (an empty database is still made). At the revision either costs one query"},
+    )
     write_queue_rows: int = field(
         default=10_000,
         metadata={"help": "issued-card and timeout records a worker keeps in memory while the database cannot "
@@ -266,6 +273,8 @@ class Settings:
         for name in ("database_timeout", "write_queue_rows", "feedback_max_items", "feedback_max_comment"):
             if getattr(self, name) <= 0:
                 problems.append(f"{PREFIX}{name.upper()}: must be positive")
+        if self.migrate.strip().lower() not in MIGRATE_MODES:
+            problems.append(f"{PREFIX}MIGRATE: {self.migrate!r} is not auto or check")
         if self.retention_days < 0:
             problems.append(f"{PREFIX}RETENTION_DAYS: must be 0 (keep forever) or more")
         try:
@@ -322,6 +331,7 @@ class Settings:
 
 
 MIN_HASH_KEY_LENGTH = 32
+MIGRATE_MODES = ("auto", "check")  # SPINE_CDS_MIGRATE (service/store.py, Store.create_schema)
 
 
 @dataclass(frozen=True)

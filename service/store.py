@@ -21,6 +21,12 @@ removed is detected before each read and write: never written to an unlinked fil
 unavailable until it is back or the service restarts. A file replaced (a restore) is used from then
 on, through a new engine (the old one is never closed).
 
+**Schema**: `metadata` below is the head of the Alembic revisions in service/migrations, which make
+and change it (never `create_all`). `create_schema` at start: one query when the database is at the
+head; else a migration under a lock (PostgreSQL advisory lock, SQLite write lock), or, with
+SPINE_CDS_MIGRATE=check, a refusal naming `spine-cds migrate`. Databases made before migrations are
+completed to the baseline in place and stamped (service/migrations/__init__.py, `adopt`).
+
 **Retention** (SPINE_CDS_RETENTION_DAYS): `purge` deletes issued cards, feedback, suppressions and
 hook timeouts older than the period, in batches, and expired JWT ids. `maintain` runs it at most
 once a day, after a hook answer, on the writer thread: one worker (of any instance sharing the
@@ -40,6 +46,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -50,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from .config import MIGRATE_MODES, ConfigError, _redact_url
 from .errors import Issue, Problem
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,13 @@ RETRY_AFTER_SECONDS = 5
 PURGE_EVERY = timedelta(days=1)
 PURGE_BATCH = 5000
 SQLITE_BUSY_SLICE = 0.01  # the longest SQLite's own (blocking) busy wait may last; the rest is cooperative
+# A migration (at start or `spine-cds migrate`): how long it may wait for another instance's migration
+# (PostgreSQL advisory lock, SQLite write lock) and its statements may take.
+MIGRATION_TIMEOUT = 300.0
+MIGRATION_LOCK_KEY = 0x5350494E45434453  # pg_advisory_xact_lock key ("SPINECDS"): one migration at a time
 
+# The schema at the head revision of service/migrations (which create and change it; never
+# create_all): tests/test_migrations.py checks that the two agree.
 metadata = MetaData()
 
 issued_cards = Table(
@@ -107,6 +121,8 @@ feedback = Table(
     Column("outcome_timestamp", String(64), nullable=False),
     Column("outcome_at", DateTime(timezone=True)),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # the origin of the card it is about (issued_cards.origin), 'ehr' for a card never issued (0002)
+    Column("origin", String(16), nullable=False, server_default=text("'ehr'")),
     Index("ix_feedback_card_uuid", "card_uuid"),
 )
 
@@ -121,6 +137,9 @@ suppressions = Table(
     Column("card_uuid", String(64), nullable=False),         # the card the feedback was about
     Column("outcome", String(16), nullable=False),
     Column("suppressed_at", DateTime(timezone=True), nullable=False),
+    # the origin of the card (issued_cards.origin): EHR calls consult only 'ehr' ones, so feedback on a
+    # playground card never hides an EHR card (revision 0002)
+    Column("origin", String(16), nullable=False, server_default=text("'ehr'")),
     Index("ix_suppressions_key", "suppression_key"),
 )
 
@@ -143,7 +162,7 @@ hook_timeouts = Table(
     Column("origin", String(16), nullable=False, server_default=text("'ehr'")),  # as issued_cards.origin
 )
 
-ORIGINS = ("ehr", "playground")  # issued_cards.origin, hook_timeouts.origin
+ORIGINS = ("ehr", "playground")  # issued_cards.origin, hook_timeouts.origin, feedback.origin, suppressions.origin
 PLAYGROUND = "playground"
 
 # One row per maintenance task (the purge): the worker whose UPDATE moves last_run_at runs it.
@@ -182,7 +201,10 @@ class _NotWritable(Exception):
 
 class Store:
     def __init__(self, url: str, timeout: float = 2.0, hook_timeout: float | None = None,
-                 queue_rows: int = 10_000, retention_days: int = 400):
+                 queue_rows: int = 10_000, retention_days: int = 400, migrate: str = "auto"):
+        if migrate not in MIGRATE_MODES:
+            raise ValueError(f"migrate must be one of {MIGRATE_MODES}")
+        self.migrate_mode = migrate  # SPINE_CDS_MIGRATE: what create_schema does with a database behind
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self.timeout = float(timeout)                       # every statement, lock and connect
@@ -222,7 +244,7 @@ class Store:
     def from_settings(cls, settings) -> "Store":
         return cls(settings.sqlalchemy_url, timeout=settings.database_timeout,
                    hook_timeout=settings.hook_deadline / 4, queue_rows=settings.write_queue_rows,
-                   retention_days=settings.retention_days)
+                   retention_days=settings.retention_days, migrate=settings.migrate.strip().lower())
 
     # ------------------------------------------------------------ connections
     def _attempts(self, timeout: float | None = None, write: bool = False):
@@ -312,20 +334,24 @@ class Store:
         return engine
 
     def _reopen(self, how: str) -> None:
-        """The file was removed or replaced: a new engine for the file now at the path (the schema made
-        in it). The old engine and its connections are kept, never closed: closing connections to an
-        unlinked or replaced WAL database crashed a worker with SIGBUS (measured), and SQLite deletes
-        -wal/-shm by name on a last close, which could be the new file's."""
+        """The file was removed or replaced: a new engine for the file now at the path (its schema brought
+        to the head, as at start). The old engine and its connections are kept, never closed: closing
+        connections to an unlinked or replaced WAL database crashed a worker with SIGBUS (measured), and
+        SQLite deletes -wal/-shm by name on a last close, which could be the new file's."""
         with self._lock:
             log.error("database: the SQLite file was %s while in use: reconnecting to the file now there", how)
             _RETIRED.append(self.engine)
             self.engine = self._make_engine()
             self._inode = None
-            metadata.create_all(self.engine)
+            self._ensure_schema(refuse=False)
             stat = os.stat(self.path)
             self._inode = (stat.st_dev, stat.st_ino)
 
     def create_schema(self) -> None:
+        """At start (create_app, the CLI): the database brought to the schema's head revision
+        (service/migrations), or, with SPINE_CDS_MIGRATE=check, refused when it is behind (a
+        ConfigError naming `spine-cds migrate`; an empty database is still made). At the head (every
+        start but the first after an upgrade) it costs the version table's one query."""
         try:
             if self.path is not None and self.path.exists():
                 self._check_file()
@@ -335,26 +361,96 @@ class Store:
                       "feedback is refused (503)", exc)
             writable = False
         if writable:
-            metadata.create_all(self.engine)
-            self._add_missing_columns()
+            self._ensure_schema()
         if self.path is not None and self.path.exists():
             stat = os.stat(self.path)
             self._inode = (stat.st_dev, stat.st_ino)
 
-    def _add_missing_columns(self) -> None:
-        """Columns added since a database was created (there are no migrations yet): added in place,
-        with their defaults, so an existing database keeps its data."""
-        from sqlalchemy import inspect
-        inspector = inspect(self.engine)
-        with self.engine.begin() as conn:
-            for table in metadata.sorted_tables:
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        default = f" DEFAULT {column.server_default.arg.text}" if column.server_default is not None else ""
-                        null = " NOT NULL" if not column.nullable and default else ""
-                        conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}{null}'))
+    def _ensure_schema(self, refuse: bool = True) -> None:
+        """The quick look (one query against the head, known once per process), then a migration only
+        when one is due and allowed. `refuse`: a database this start must not use is a ConfigError
+        (else logged: a file replaced under a running service, `_reopen`)."""
+        from . import migrations
+
+        with self.engine.connect() as conn:
+            what, revision = migrations.state(conn)
+        if what == migrations.HEAD:
+            return
+        problem = self._refusal(what, revision)
+        if problem is not None:
+            if refuse:
+                raise ConfigError([problem])
+            log.error("database: %s", problem)
+            return
+        before, revision = self.migrate(check=self.migrate_mode == "check")
+        if before != migrations.HEAD:
+            log.info("database %s: migrated from %s to %s", self.redacted_url,
+                     migrations.describe(before, revision), migrations.head())
+
+    def _refusal(self, what: str, revision: str | None) -> str | None:
+        from . import migrations
+
+        if what == migrations.UNKNOWN:
+            return (f"the database {self.redacted_url} is at revision {revision!r}, which this release does not "
+                    f"know (a newer release migrated it): run that release, or a database made for this one")
+        if self.migrate_mode == "check" and what != migrations.EMPTY:
+            return (f"SPINE_CDS_MIGRATE=check: the database {self.redacted_url} is at "
+                    f"{migrations.describe(what, revision)}, behind this release's schema ({migrations.head()}): "
+                    f"run `spine-cds migrate`, then start again (or set SPINE_CDS_MIGRATE=auto)")
+        return None
+
+    def migrate(self, check: bool = False) -> tuple[str, str | None]:
+        """Bring the database to the head revision, one instance at a time: the look and the migration
+        in one transaction, under PostgreSQL's advisory lock (MIGRATION_LOCK_KEY, held until the commit)
+        or SQLite's write lock (BEGIN IMMEDIATE). An instance that waited finds the work done and does
+        nothing. Returns the state found under the lock (service.migrations.state). `check`: only an
+        empty database is made; another behind is refused (ConfigError). Raises DATABASE_ERRORS."""
+        from . import migrations
+
+        with self._migration_connection() as conn:
+            what, revision = migrations.state(conn)
+            problem = self._refusal(what, revision) if check or what == migrations.UNKNOWN else None
+            if problem is not None:
+                raise ConfigError([problem])
+            if what != migrations.HEAD:
+                migrations.upgrade(conn)
+            conn.commit()
+        return what, revision
+
+    def schema_revision(self) -> tuple[str, str | None]:
+        """(state, revision) of the database now (service.migrations.state)."""
+        from . import migrations
+
+        with self.engine.connect() as conn:
+            return migrations.state(conn)
+
+    @property
+    def redacted_url(self) -> str:
+        return _redact_url(self._url)
+
+    @contextmanager
+    def _migration_connection(self):
+        """A connection in a transaction that holds the migration lock, waiting for it (and running its
+        statements) for at most MIGRATION_TIMEOUT."""
+        ms = int(MIGRATION_TIMEOUT * 1000)
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                yield conn
+                return
+            if self.dialect == "sqlite":
+                # pysqlite would not begin before DDL: the transaction is begun here, taking the write
+                # lock first, so that the migration is all or nothing and one process migrates at a time.
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield conn
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_SLICE * 1000)}")
+                return
+            yield conn
 
     def after_fork(self) -> None:
         """Each gunicorn worker opens its own connections (pools must not cross a fork), and runs the
@@ -512,12 +608,14 @@ class Store:
             card = by_uuid[row.card_uuid]
             if row.service_id != card["service_id"]:
                 continue  # sent to another service's feedback endpoint: not about this card
-            conn.execute(update(feedback).where(feedback.c.id == row.id).values(known_card=True, rule=card["rule"]))
+            origin = card.get("origin") or "ehr"
+            conn.execute(update(feedback).where(feedback.c.id == row.id)
+                         .values(known_card=True, rule=card["rule"], origin=origin))
             if _suppresses(row.outcome, row.override_system, row.override_code, json.loads(row.accepted_suggestions),
                            card, self.override_reasons):
                 conn.execute(suppressions.insert().values(
                     suppression_key=card["suppression_key"], window_key=card["window_key"], rule=card["rule"],
-                    card_uuid=row.card_uuid, outcome=row.outcome, suppressed_at=row.received_at))
+                    card_uuid=row.card_uuid, outcome=row.outcome, suppressed_at=row.received_at, origin=origin))
 
     # ---------------------------------------------------------------- feedback
     def store_feedback(self, service_id: str, items: list[dict]) -> dict:
@@ -559,7 +657,7 @@ class Store:
                     for row in conn.execute(
                         select(issued_cards.c.card_uuid, issued_cards.c.rule, issued_cards.c.silent,
                                issued_cards.c.suppressed, issued_cards.c.suppression_key, issued_cards.c.window_key,
-                               issued_cards.c.suggestion_uuids)
+                               issued_cards.c.suggestion_uuids, issued_cards.c.origin)
                         .where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.service_id == service_id)
                     )
                 }
@@ -584,6 +682,8 @@ class Store:
                         "outcome_timestamp": item["outcomeTimestamp"],
                         "outcome_at": item.get("_outcome_at"),
                         "received_at": now,
+                        # the card's: feedback on a playground card is the playground's (unknown: 'ehr')
+                        "origin": cards[item["card"]]["origin"] if item["card"] in cards else "ehr",
                     }
                     if conn.execute(insert, row).first() is not None:
                         stored += 1
@@ -592,7 +692,8 @@ class Store:
                                                             accepted, card, self.override_reasons):
                             conn.execute(suppressions.insert().values(
                                 suppression_key=card["suppression_key"], window_key=card["window_key"], rule=card["rule"],
-                                card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now))
+                                card_uuid=item["card"], outcome=item["outcome"], suppressed_at=now,
+                                origin=card["origin"]))
                             suppressed += 1
                     else:
                         duplicates += 1
@@ -624,11 +725,13 @@ class Store:
 
     # ------------------------------------------------------------ suppression
     def active_suppressions(self, keys: list[str], window_key: str | None, *, same_window: bool,
-                            since: datetime | None, since_outside_window: bool = False) -> set[str]:
+                            since: datetime | None, since_outside_window: bool = False,
+                            origin: str = "ehr") -> set[str]:
         """Which of `keys` are suppressed now, in one query. A suppression counts when it was made
         in the same window (same_window and its window_key equals `window_key`), or after `since`
         (with since_outside_window: only suppressions made with no window, or when this call has
-        none)."""
+        none), from feedback on a card of `origin`: an EHR call (the only caller: the playground does
+        not screen) is never hidden by feedback given on the playground's cards."""
         if not keys:
             return set()
         s = suppressions.c
@@ -643,7 +746,7 @@ class Store:
         if not clauses:
             return set()
         query = select(s.suppression_key).distinct().where(and_(s.suppression_key.in_(sorted(set(keys))),
-                                                                or_(*clauses)))
+                                                                s.origin == origin, or_(*clauses)))
         for attempt in self._attempts(self.hook_timeout):
             with attempt as conn:  # on the hook's path: within its deadline
                 return {row.suppression_key for row in conn.execute(query)}

@@ -197,6 +197,58 @@ def test_feedback_arriving_before_its_card_is_recorded_is_tied_to_it_when_it_is(
     assert figures[RULE]["unanswered"] == "0"
 
 
+PLAYGROUND_FEEDBACK = {
+    "accepted": lambda card: {"outcome": "accepted", "suggestion": json.loads(card["suggestion_uuids"])[0]},
+    "overridden with a reason": lambda card: {"outcome": "overridden", "reason": "provider-will-be-queried"},
+}
+
+
+@pytest.mark.parametrize("outcome", PLAYGROUND_FEEDBACK)
+def test_feedback_on_a_playground_card_hides_no_ehr_card(app_on, outcome):
+    """Issue 13: the playground runs its vignettes with their own ids, which an EHR patient may share.
+    Feedback on a playground card makes a suppression of the playground's (origin 'playground'), which
+    an EHR call does not consult: the same card still shows there."""
+    app = app_on()
+    client = app.test_client()
+    page = client.post("/playground/run", data={"vignette": VIGNETTE, "service": ENCOUNTER_SIGN.rsplit("/", 1)[1]})
+    assert page.status_code == 200
+    card = next(r for r in _store(app).issued_rows() if r["origin"] == "playground" and r["rule"] == RULE)
+    answered = client.post("/playground/feedback", data={"service": "spine-coding-encounter-sign",
+                                                         "card": card["card_uuid"], **PLAYGROUND_FEEDBACK[outcome](card)})
+    assert answered.status_code == 302 and "stored=1" in answered.headers["Location"]
+    engine = _store(app).engine
+    with engine.connect() as conn:
+        made = conn.execute(sqlalchemy.text("SELECT origin FROM suppressions")).scalars().all()
+    assert made == ["playground"]  # it suppresses, as the bug's did, but for the playground only
+    assert [r["origin"] for r in _store(app).feedback_rows()] == ["playground"]
+
+    ehr = fresh(load_fixture(VIGNETTE))  # the same patient, encounter and condition ids, from an EHR
+    assert RULE in _rules(_call(client, ehr))
+    assert client.get("/stats").get_json()["suppressedCardsByRule"] == {}
+    # an EHR clinician's own feedback still suppresses for the EHR
+    _accept(client, _card(client, fresh(load_fixture(VIGNETTE))))
+    assert RULE not in _rules(_call(client, fresh(load_fixture(VIGNETTE))))
+
+
+def test_feedback_arriving_before_a_playground_card_is_recorded_makes_a_playground_suppression(make_app):
+    """The origin is the card's also when the card is recorded after its feedback (`_reconcile_feedback`)."""
+    store = _store(make_app())
+    uuid_ = str(uuid.uuid4())
+    early = store.store_feedback("spine-coding-encounter-sign", [
+        {"card": uuid_, "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+         "acceptedSuggestions": [{"id": "s-1"}]}])
+    assert early["unknownCards"] == [uuid_] and [r["origin"] for r in store.feedback_rows()] == ["ehr"]
+    card = {"uuid": uuid_, "indicator": "warning", "source": {"topic": {"code": "specificity"}},
+            "suggestions": [{"uuid": "s-1"}], "extension": {"spine-coding-cds": {"rule": RULE, "proposedCodes": []}}}
+    store.record_issued("spine-coding-encounter-sign", "encounter-sign", "h-1", [card], "spine-coding-cds",
+                        keys={uuid_: ("k-1", "w-1")}, origin="playground")
+    assert [(r["known_card"], r["origin"]) for r in store.feedback_rows()] == [(True, "playground")]
+    with store.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT origin FROM suppressions")).scalars().all() == ["playground"]
+    assert store.active_suppressions(["k-1"], "w-1", same_window=True, since=None) == set()
+    assert store.active_suppressions(["k-1"], "w-1", same_window=True, since=None, origin="playground") == {"k-1"}
+
+
 def test_duplicate_feedback_makes_one_suppression(make_app):
     app = make_app()
     client = app.test_client()
