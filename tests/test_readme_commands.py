@@ -59,7 +59,7 @@ EXCLUDED = {
     "make worst-case": "minutes of measurement; tests/test_bench.py runs bench/worst_case.py --quick",
     "make harden": "about 5 minutes: the hardening tests, which the suite itself runs with suite-sized counts",
 }
-ONE_SHOT_SUBCOMMANDS = {"evaluate", "check-config", "audit", "purge"}
+ONE_SHOT_SUBCOMMANDS = {"evaluate", "check-config", "audit", "purge", "migrate"}
 ONE_SHOT_MAKE = {"make accuracy", "make check-config"}
 
 
