@@ -9,7 +9,12 @@ two cannot drift. Run: .venv/bin/python fhir_fixtures/build_vignettes.py
 Draft orders (`orders`) are ServiceRequests by CPT (`cpt`), or MedicationRequests by RxNorm
 (`medication` = its name, `rxnorm` = its code). They go in context.draftOrders; a vignette of
 another hook that lists orders sends them there too (an EHR that passes pending orders along
-with encounter-sign), so the order-sign-only rules can be checked to stay silent.
+with encounter-sign), so the order-sign-only rules can be checked to stay silent. An order's
+reasons are ICD-10-CM codes (`reasons`) or SNOMED CT concepts alone (`snomed_reasons`, SCTIDs,
+sent as the CDS Hooks sandbox's PAMA screen sends them: system and code, no display).
+
+order-select vignettes (`hook = "order-select"`) send `selections`: the orders listed by index in
+`selections` (0 for the first), every order when the key is absent.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
 CPT = "http://www.ama-assn.org/go/cpt"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
 PATIENT = "vp-1"
 ENCOUNTER = "ve-1"
 
@@ -46,6 +52,7 @@ CPT_NAMES = {
     "95886": "Needle EMG with nerve conduction, complete extremity",
     "85025": "Complete blood count (CBC) with automated differential",
     "73721": "MRI lower extremity joint without contrast",
+    "72133": "CT lumbar spine without and with contrast",
 }
 
 
@@ -138,6 +145,9 @@ def _order(n: int, spec: dict, conditions: list[dict]) -> dict:
 def _with_reasons(resource: dict, spec: dict, conditions: list[dict]) -> dict:
     if spec.get("reasons"):
         resource["reasonCode"] = [{"coding": [{"system": ICD, "code": c}]} for c in spec["reasons"]]
+    if spec.get("snomed_reasons"):
+        resource.setdefault("reasonCode", []).extend(
+            {"coding": [{"system": SNOMED, "code": c}]} for c in spec["snomed_reasons"])
     if "reason_condition" in spec:
         resource["reasonReference"] = [{"reference": f"Condition/{conditions[spec['reason_condition']]['id']}"}]
     return resource
@@ -177,9 +187,13 @@ def build(vignette: dict) -> dict:
     for key in vignette.get("unavailable", []):
         del prefetch[key]
     context = {"userId": "Practitioner/vignette-md", "patientId": PATIENT, "encounterId": ENCOUNTER}
-    if hook == "order-sign" or vignette.get("orders"):
-        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": _order(n + 1, o, conditions)} for n, o in enumerate(vignette.get("orders", []))]}
+    if hook in ("order-sign", "order-select") or vignette.get("orders"):
+        orders = [_order(n + 1, o, conditions) for n, o in enumerate(vignette.get("orders", []))]
+        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
+                                  "entry": [{"resource": o} for o in orders]}
+        if hook == "order-select":
+            chosen = vignette.get("selections", range(len(orders)))
+            context["selections"] = [f"{orders[n]['resourceType']}/{orders[n]['id']}" for n in chosen]
     return {"hookInstance": _uuid(name), "hook": hook, "context": context, "prefetch": prefetch}
 
 

@@ -30,9 +30,11 @@ def hook_request_from_bundle(bundle: dict, hook: str) -> dict:
     context = {"userId": "Practitioner/playground", "patientId": patient}
     if encounter:
         context["encounterId"] = encounter
-    if hook == "order-sign":
-        context["draftOrders"] = {"resourceType": "Bundle", "entry": [
-            {"resource": r} for r in by_type.get("ServiceRequest", []) if r.get("status") == "draft"]}
+    if hook in ("order-sign", "order-select"):
+        drafts = [r for r in by_type.get("ServiceRequest", []) if r.get("status") == "draft"]
+        context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": r} for r in drafts]}
+        if hook == "order-select":  # every draft order of the bundle is the one selected
+            context["selections"] = [f"ServiceRequest/{r['id']}" for r in drafts if isinstance(r.get("id"), str)]
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
 
 

@@ -43,8 +43,17 @@ class HookRequest:
         return self.context.get("encounterId")
 
     @property
+    def selections(self) -> frozenset[str] | None:
+        """The orders the call is about (order-select's `selections`, "ServiceRequest/<id>", each an
+        entry of draftOrders: checked with the request); None for a hook without selections, whose
+        cards may be about every draft order (order-sign)."""
+        selections = self.context.get("selections")
+        return frozenset(selections) if isinstance(selections, list) else None
+
+    @property
     def draft_orders(self) -> list[dict]:
-        """The draft order resources (any request type, any status: order-sign may re-sign)."""
+        """The draft order resources (any request type, any status: order-sign may re-sign). At
+        order-select those not in `selections` are context only."""
         bundle = self.context.get("draftOrders") or {}
         out = []
         for entry in bundle.get("entry") or []:

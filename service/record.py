@@ -16,6 +16,11 @@ any case, they become the URL and the dotted upper-case code, in the models the 
 the resource a card's action updates; the concept's other codings (SNOMED CT) are kept as sent.
 The text of a report or note is read once: of its attachments (the same document in several
 formats), the first of text/plain, HTML, RTF, PDF that gives text.
+
+An order's reason given in SNOMED CT only (a reasonCode without an ICD-10-CM coding whose SNOMED CT
+codings `knowledge/snomed_map.toml` lists) is read as the ICD-10-CM code of its concept: the model
+the rules read carries that code beside the SNOMED CT coding, and `PatientRecord.read_reasons` says
+where it came from; the resource a card's action updates stays as the EHR sent it.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from .errors import Issue, Problem
 from .fhir_server import FhirReader, FhirUnavailable
 from .hook_request import HookRequest
 from .nlp.concepts import KNOWLEDGE, LexiconError
+from .snomed import SNOMED_MAP, SnomedConcept
 from .terminology import ICD10CM, Terminology
 
 log = logging.getLogger(__name__)
@@ -121,6 +127,39 @@ def normalise_codings(resource: dict) -> dict:
             out[name] = new
     return resource if out is None else out
 
+@dataclass(frozen=True)
+class ReadReason:
+    """An order's reason read through the SNOMED CT map: reasonCode[`index`] of the draft order
+    has no ICD-10-CM coding, and its SNOMED CT coding is `concept`, read as `concept.icd10cm`."""
+
+    index: int
+    concept: SnomedConcept
+
+    @property
+    def code(self) -> str:
+        return self.concept.icd10cm
+
+
+def read_snomed_reasons(resource: dict, snomed_map=SNOMED_MAP) -> tuple[dict, tuple[ReadReason, ...]]:
+    """(the ServiceRequest as the rules read it, its reasons read through the SNOMED CT map): each
+    reasonCode without an ICD-10-CM coding whose SNOMED CT codings the map reads as one concept gets
+    that concept's ICD-10-CM code as a coding beside them. A shallow copy where something is read;
+    the resource itself when nothing is (no reason, an ICD-10-CM one, a concept not in the map)."""
+    reasons = resource.get("reasonCode")
+    if not isinstance(reasons, list):
+        return resource, ()
+    out, read = [], []
+    for n, concept in enumerate(reasons):
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if isinstance(codings, list) and not any(isinstance(c, dict) and is_icd10cm(c.get("system")) for c in codings):
+            entry = snomed_map.reading(codings)
+            if entry is not None:
+                read.append(ReadReason(n, entry))
+                concept = dict(concept, coding=codings + [{"system": ICD10CM, "code": entry.icd10cm}])
+        out.append(concept)
+    return (dict(resource, reasonCode=out), tuple(read)) if read else (resource, ())
+
+
 # Resource types the rules read; anything else in a bundle is ignored without parsing.
 RECORD_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "DiagnosticReport",
                 "DocumentReference", "ServiceRequest")
@@ -180,7 +219,10 @@ class PatientRecord:
     procedures: list = field(default_factory=list)
     diagnostic_reports: list = field(default_factory=list)
     document_references: list = field(default_factory=list)
-    draft_orders: list = field(default_factory=list)  # ServiceRequests being signed
+    draft_orders: list = field(default_factory=list)  # ServiceRequests being signed (or selected: all, as context)
+    # order-select: the orders the cards may be about ("ServiceRequest/<id>"); None: every draft order
+    selected: frozenset[str] | None = None
+    read_reasons: dict[str, tuple[ReadReason, ...]] = field(default_factory=dict)  # "ServiceRequest/id" → SNOMED CT reasons read
     texts: list[TextSource] = field(default_factory=list)
     skipped: list[RecordProblem] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # prefetch key → reason
@@ -206,6 +248,7 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
         hook_instance=request.hook_instance,
         patient_id=request.patient_id,
         encounter_id=request.encounter_id,
+        selected=request.selections,
     )
     failures: list[Issue] = []
     for spec in request.service.prefetch:
@@ -229,10 +272,14 @@ def build_record(request: HookRequest, reader: FhirReader | None, deadline: Dead
     for n, resource in enumerate(request.draft_orders):
         if resource.get("resourceType") == "ServiceRequest":
             resource = normalise_codings(resource)
-            model = _parse(record, resource, f"context.draftOrders.entry[{n}]")
+            readable, read = read_snomed_reasons(resource)
+            model = _parse(record, readable, f"context.draftOrders.entry[{n}]")
             if model is not None:
+                reference = f"ServiceRequest/{resource.get('id', n)}"
                 record.draft_orders.append(model)
-                record.raw[f"ServiceRequest/{resource.get('id', n)}"] = resource
+                record.raw[reference] = resource
+                if read:
+                    record.read_reasons[reference] = read
                 _collect_texts(record, resource, reader, deadline)
     return record
 

@@ -17,9 +17,10 @@ TOKEN_PATTERN = re.compile(r"\{\{\s*context\.([A-Za-z]+)\s*\}\}")
 @dataclass(frozen=True)
 class ContextField:
     name: str
-    kind: str  # "id" | "user" | "bundle"
+    kind: str  # "id" | "user" | "bundle" | "references" (an array of "Type/id", each an entry of `refers_to`)
     required: bool = True
     description: str = ""
+    refers_to: str | None = None  # for "references": the bundle field whose entries they must name
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,27 @@ ORDER_SIGN = CdsService(
     ),
 )
 
+ORDER_SELECT = CdsService(
+    id="spine-coding-order-select",
+    hook="order-select",
+    title="Spine coding check when an order is selected",
+    description=(
+        "When an imaging or procedure order is selected, before it is signed, checks that its reason "
+        "is the specific, billable ICD-10-CM code the record supports (M43.11 spondylolisthesis and "
+        "M54.11 radiculopathy of the occipito-atlanto-axial region for cervical imaging, C1-C2 "
+        "injections and craniocervical surgery), that the procedure's level matches the diagnosis, and "
+        "what a fusion order lacks. Cards only about the orders in `selections`, with a suggestion "
+        "that updates the draft order's reason; reasons given in SNOMED CT are read through a reviewed "
+        "map of the concepts the rules need."
+    ),
+    usage_requirements=_USAGE,
+    context=(USER, PATIENT, ContextField("encounterId", "id", required=False),
+             ContextField("selections", "references", refers_to="draftOrders",
+                          description="the selected orders, each an entry of draftOrders: ServiceRequest/<id>"),
+             ContextField("draftOrders", "bundle")),
+    prefetch=ORDER_SIGN.prefetch,
+)
+
 _ENCOUNTER_CONTEXT = (USER, PATIENT, ContextField("encounterId", "id"))
 _ENCOUNTER_PREFETCH = _RECORD_PREFETCH + (
     PrefetchKey("encounter", "Encounter/{{context.encounterId}}", "Encounter", required=True),
@@ -155,7 +177,7 @@ ENCOUNTER_DISCHARGE = CdsService(
     prefetch=_ENCOUNTER_PREFETCH,
 )
 
-SERVICES: dict[str, CdsService] = {s.id: s for s in (ORDER_SIGN, ENCOUNTER_SIGN, ENCOUNTER_DISCHARGE)}
+SERVICES: dict[str, CdsService] = {s.id: s for s in (ORDER_SIGN, ORDER_SELECT, ENCOUNTER_SIGN, ENCOUNTER_DISCHARGE)}
 
 
 def service_for_hook(hook: str) -> CdsService | None:

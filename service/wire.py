@@ -25,6 +25,7 @@ acceptedSuggestions; a create or update action carries its resource; suggestions
 selectionBehavior) are validators of their model, and appear in its schema as an `anyOf`.
 """
 import copy
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -211,10 +212,18 @@ class FhirAuthorization(TypedDict):
 FhirId = Annotated[str, Field(pattern=FHIR_ID, description="a FHIR id")]
 UserReference = Annotated[str, Field(pattern=USER_REFERENCE, description="Practitioner/<id> or PractitionerRole/<id>")]
 
+RESOURCE_REFERENCE = r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}$"
+ResourceReference = Annotated[str, Field(pattern=RESOURCE_REFERENCE, description="<resourceType>/<id>")]
+_REFERENCE = re.compile(RESOURCE_REFERENCE)
+
 _CONTEXT_KINDS = {
     "id": (FhirId, "{name} must be a FHIR id (letters, digits, '-', '.'; at most 64)"),
     "user": (UserReference, "{name} must be Practitioner/<id> or PractitionerRole/<id>"),
     "bundle": (DraftOrders, "{name} must be a FHIR Bundle"),
+    # order-select's `selections`: each names an entry of the bundle the field refers to (checked
+    # across fields: `_references_name_entries`)
+    "references": (list[ResourceReference], "{name} must be an array of references such as ServiceRequest/123",
+                   {"item": "each of {name} must be a reference such as ServiceRequest/123"}),
 }
 
 PREFETCH_VALUE = "a prefetch value must be a FHIR resource, a Bundle, an OperationOutcome or null"
@@ -243,17 +252,40 @@ def hook_request_model(service):
     return known[1]
 
 
+def _references_name_entries(fields: tuple):
+    """The rule across context fields of a service whose references (order-select's `selections`)
+    must each name an entry (`Type/id`) of a bundle of the same context (`draftOrders`)."""
+    def rule(context: dict) -> list:
+        out = []
+        for name, bundle_name in fields:
+            references, bundle = context.get(name), context.get(bundle_name)
+            if not isinstance(references, list) or not isinstance(bundle, dict) or not isinstance(bundle.get("entry"), list):
+                continue  # malformed: the fields' own checks say so
+            entries = {f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" for e in bundle["entry"]
+                       if isinstance(e, dict) and isinstance(e.get("resource"), dict)}
+            for n, reference in enumerate(references):
+                if isinstance(reference, str) and _REFERENCE.fullmatch(reference) and reference not in entries:
+                    out.append(((name, n), "invalid", f"{name}[{n}] {reference!r} is not an entry of {bundle_name}: "
+                                                      f"each selection must name a resource of {bundle_name} by Type/id"))
+        return out
+    return rule
+
+
 def _build_request_model(service):
     name = _camel(service.hook)
     fields = {}
     for spec in service.context:
-        kind, message = _CONTEXT_KINDS[spec.kind]
+        kind, message, *more = _CONTEXT_KINDS[spec.kind]
+        extra = {k: v.replace("{name}", spec.name) for k, v in (more[0] if more else {}).items()}
         annotated = Annotated[kind, Field(description=spec.description or None), Says(
-            message.replace("{name}", spec.name), missing=f"{spec.name} is required by the {service.hook} hook")]
+            message.replace("{name}", spec.name), missing=f"{spec.name} is required by the {service.hook} hook",
+            **extra)]
         fields[spec.name] = annotated if spec.required else NotRequired[annotated]
     context = TypedDict(f"{name}Context", fields)
     context.__doc__ = f"The context of the {service.hook} hook."
     context = wire_object(context, null=NULL_OMIT)
+    referring = tuple((spec.name, spec.refers_to) for spec in service.context if spec.refers_to)
+    checks = (cross_check(_references_name_entries(referring)),) if referring else ()
     request = TypedDict(f"{name}Request", {
         "hook": Annotated[Literal[service.hook], Says(
             "hook must be a non-empty string", missing="hook is required", mismatch_code="not-supported",
@@ -265,7 +297,7 @@ def _build_request_model(service):
             description="the FHIR server's base URL; required with fhirAuthorization"),
             AfterValidator(_absolute_http_url), Says("fhirServer must be an absolute http(s) URL")]],
         "fhirAuthorization": NotRequired[Annotated[FhirAuthorization, Says("fhirAuthorization must be an object")]],
-        "context": Annotated[context, Says("context must be an object", missing="context is required")],
+        "context": Annotated[context, *checks, Says("context must be an object", missing="context is required")],
         "extension": NotRequired[Annotated[dict[str, Any], Says("extension must be an object")]],
         "prefetch": NotRequired[Annotated[dict[str, FhirResource | None], Says(
             "prefetch must be an object of prefetch keys", item=PREFETCH_VALUE)]],
@@ -583,7 +615,7 @@ def _issue(typed_dict, error: dict) -> Issue:
         rest = loc[i + 1:]
         if not rest:
             return _field_issue(current, name, says, error, here, loc[:i])
-        if says is not None and says.item:
+        if says is not None and says.item and kind not in ISSUE_CODES:  # a cross-field rule's own wording stays
             return Issue(says.code, says.item, expression(loc[:i + 2]))
         if says is not None and says.collapse:
             return Issue(says.code, _fill(says.invalid, name=name), expression(here))

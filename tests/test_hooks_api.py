@@ -15,12 +15,13 @@ ENCOUNTER_DISCHARGE = "/cds-services/spine-coding-encounter-discharge"
 
 
 # ------------------------------------------------------------------- discovery
-def test_discovery_lists_the_three_services_from_their_declarations(client):
+def test_discovery_lists_the_four_services_from_their_declarations(client):
     response = client.get("/cds-services")
     assert response.status_code == 200
     services = response.get_json()["services"]
     assert {(s["id"], s["hook"]) for s in services} == {
         ("spine-coding-order-sign", "order-sign"),
+        ("spine-coding-order-select", "order-select"),
         ("spine-coding-encounter-sign", "encounter-sign"),
         ("spine-coding-encounter-discharge", "encounter-discharge"),
     }

@@ -13,7 +13,10 @@ from typing import Callable, Iterable
 
 from ..cards import Card
 
-ALL_HOOKS = frozenset({"order-sign", "encounter-sign", "encounter-discharge"})
+ALL_HOOKS = frozenset({"order-sign", "order-select", "encounter-sign", "encounter-discharge"})
+# The hooks about orders: cards only about the orders (at order-select the selected ones) and the
+# diagnoses that are their reasons.
+ORDER_HOOKS = frozenset({"order-sign", "order-select"})
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,10 @@ def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list
     from .resolve import cap, order_scope, resolve
 
     scope = None
-    if context.hook == "order-sign":
-        # Order-sign is about the orders being signed: without a spine order, nothing to say (and
-        # the text is never read); with one, only cards about it and the diagnoses it rests on.
+    if context.hook in ORDER_HOOKS:
+        # Order-sign is about the orders being signed, order-select about those selected: without a
+        # spine order, nothing to say (and the text is never read); with one, only cards about it
+        # and the diagnoses it rests on.
         scope = order_scope(findings, context.value_sets)
         if not scope:
             return []

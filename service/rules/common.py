@@ -73,17 +73,36 @@ def remove_condition(reference: str, code: str) -> Action:
     return Action("delete", f"Remove {reference} ({code})", resource_id=reference)
 
 
+def snomed_reason(facts: Findings, order_reference: str, code: str):
+    """The order's reason read as `code` through the SNOMED CT map (record.ReadReason), or None when
+    the order gives that reason in ICD-10-CM (or not at all)."""
+    return next((r for r in facts.record.read_reasons.get(order_reference, ()) if r.code == code), None)
+
+
+def subject_orders(facts: Findings) -> list:
+    """The draft orders cards may be about: at order-select those selected (the others are context
+    only), else every one."""
+    selected = facts.record.selected
+    return [o for o in facts.orders if selected is None or o.reference in selected]
+
+
 def reason_of_order(facts: Findings, order_reference: str, new_code: str, terminology,
                     old_code: str | None = None) -> Action:
     """Update of the draft ServiceRequest with the supported diagnosis as its reason: the reason
-    coded `old_code` is replaced, the order's other reasons (a symptom beside it) are kept."""
+    coded `old_code` is replaced, the order's other reasons (a symptom beside it) are kept. A reason
+    given in SNOMED CT only and read as `old_code` keeps its SNOMED CT coding: the ICD-10-CM coding
+    is added to it (the same reasonCode, the EHR's text kept)."""
     resource = copy.deepcopy(facts.record.raw[order_reference])
     concept = {"coding": [coding(new_code, terminology)], "text": terminology.display(new_code)}
+    snomed = snomed_reason(facts, order_reference, old_code) if old_code else None
     reasons, replaced = [], False
-    for reason in resource.get("reasonCode") or []:
+    for n, reason in enumerate(resource.get("reasonCode") or []):
         codes = {Terminology.normalise(c["code"]) for c in (reason.get("coding") or [])
                  if isinstance(c, dict) and is_icd10cm(c.get("system")) and isinstance(c.get("code"), str)}
-        if old_code is None or old_code in codes:
+        if snomed is not None and n == snomed.index and not replaced:
+            reasons.append(dict(reason, coding=[coding(new_code, terminology)] + list(reason.get("coding") or [])))
+            replaced = True
+        elif old_code is None or old_code in codes:
             if not replaced:
                 reasons.append(concept)
                 replaced = True
@@ -167,7 +186,8 @@ def order_fixes(facts: Findings, members) -> list[tuple[object, str, str]]:
     """(draft order, its unsupported reason, the supported code) for ORD-DIAGNOSIS.
     `members(name)` gives a value set's codes."""
     relevant = members("craniocervical-surgery") | members("advanced-cervical-imaging") | members("c1-c2-injection")
-    candidates = [o for o in facts.orders if set(o.cpt) & relevant and set(o.reason_codes) & set(SUPPORTED_FOR_ORDERS)]
+    candidates = [o for o in subject_orders(facts)
+                  if set(o.cpt) & relevant and set(o.reason_codes) & set(SUPPORTED_FOR_ORDERS)]
     if not candidates:
         return []
     supported = {"M43.11": slip_region(facts) == OAA, "M54.11": radiculopathy_region(facts) == OAA}

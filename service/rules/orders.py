@@ -1,4 +1,8 @@
-"""Orders at signing (order-sign `draftOrders`): does the diagnosis support what is ordered?
+"""Orders being signed (order-sign `draftOrders`) or selected (order-select `selections`): does the
+diagnosis support what is ordered? At order-select only the selected orders get cards; the other
+draft orders are context. A reason given in SNOMED CT only is read through knowledge/snomed_map.toml
+(record.py): the card names the concept as the order gives it, and its suggestion adds the
+supported ICD-10-CM coding to that reason, keeping the SNOMED CT coding.
 
 Sources: the M43.11/M54.11 pages' related procedures, corrected by the errata (cite the cervical
 fusion LCDs' clinical criteria, not a code list); CPT 22551/22552/22554/22600 are defined below
@@ -9,11 +13,10 @@ from __future__ import annotations
 from ..cards import Card, Suggestion
 from ..findings import Findings, weeks_in
 from ..nlp.levels import OAA
-from . import RuleContext, rule
+from . import ORDER_HOOKS, RuleContext, rule
 from .tables import TABLES
-from .common import evidence_of, order_fixes, reason_of_order, recode_condition, slips
-
-ORDER_SIGN = ("order-sign",)
+from .common import (evidence_of, order_fixes, reason_of_order, recode_condition, slips, snomed_reason,
+                     subject_orders)
 
 
 def _code_label(ctx: RuleContext, order, members) -> str:
@@ -24,7 +27,7 @@ def _code_label(ctx: RuleContext, order, members) -> str:
     return "the order"
 
 
-@rule("ORD-DIAGNOSIS", hooks=ORDER_SIGN)
+@rule("ORD-DIAGNOSIS", hooks=ORDER_HOOKS)
 def ord_diagnosis(facts: Findings, ctx: RuleContext) -> list[Card]:
     members = ctx.value_sets.members
     cards = []
@@ -37,24 +40,29 @@ def ord_diagnosis(facts: Findings, ctx: RuleContext) -> list[Card]:
                 actions.append(recode_condition(facts, condition.reference, target, ctx.terminology))
         found = [f for f in slips(facts) if f.region == OAA] if target == "M43.11" else \
             [f for f in facts.of("radiculopathy") + facts.of("radicular-signs") if f.region == OAA]
+        # A reason given in SNOMED CT only: the card names the concept as the order gives it; the
+        # record holds no ICD-10-CM code for it (currentCodes empty), the reading is said in the detail.
+        snomed = snomed_reason(facts, order.reference, reason)
         cards.append(Card(
             rule="ORD-DIAGNOSIS",
             values={"order": order.reference, "order_label": _code_label(ctx, order, members),
                     "cpt": ", ".join(order.cpt), "current": reason,
                     "current_display": ctx.terminology.display(reason),
+                    "snomed": {"code": snomed.concept.sctid, "fsn": snomed.concept.fsn,
+                               "name": snomed.concept.fsn.rsplit(" (", 1)[0]} if snomed else None,
                     "proposed": target, "proposed_display": ctx.terminology.display(target)},
-            current_codes=[reason], proposed_codes=[target], evidence=evidence_of(found),
+            current_codes=[] if snomed else [reason], proposed_codes=[target], evidence=evidence_of(found),
             suggestions=[Suggestion("fix_reason", actions, is_recommended=True)],
             subject=order.reference,
         ))
     return cards
 
 
-@rule("ORD-ANATOMY", hooks=ORDER_SIGN)
+@rule("ORD-ANATOMY", hooks=ORDER_HOOKS)
 def ord_anatomy(facts: Findings, ctx: RuleContext) -> list[Card]:
     below_c2 = ctx.value_sets.members("below-c2-procedure")
     cards = []
-    for order in facts.orders:
+    for order in subject_orders(facts):
         if not set(order.cpt) & below_c2 or not order.reason_codes:
             continue
         if set(order.reason_codes) <= {"M43.11", "M54.11"}:
@@ -78,11 +86,11 @@ def _conservative_care_weeks(facts: Findings) -> float:
     return max(weeks, default=0.0)
 
 
-@rule("ORD-FUSION-DOCS", hooks=ORDER_SIGN)
+@rule("ORD-FUSION-DOCS", hooks=ORDER_HOOKS)
 def ord_fusion_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     fusion = ctx.value_sets.members("fusion-c0-c2")
     cards = []
-    for order in facts.orders:
+    for order in subject_orders(facts):
         if not set(order.cpt) & fusion or not set(order.reason_codes) & {"M43.11", "M54.11"}:
             continue
         missing = []

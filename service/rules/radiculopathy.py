@@ -14,7 +14,7 @@ import re
 from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
-from . import RuleContext, rule
+from . import ORDER_HOOKS, RuleContext, rule
 from .tables import TABLES
 from .common import (REGION_DIGIT, reason_of_order, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
                      recode_card, remove_condition, resequence, sentences_of, slips, specificity_cards)
@@ -313,7 +313,7 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     if performed and not results:
         missing.append("electrodiagnostics")
     procedure_orders = ctx.value_sets.members("craniocervical-surgery") | ctx.value_sets.members("c1-c2-injection")
-    if ctx.hook == "order-sign" and any(set(o.cpt) & procedure_orders for o in facts.orders):
+    if ctx.hook in ORDER_HOOKS and any(set(o.cpt) & procedure_orders for o in facts.orders):
         care = facts.studies_of("conservative-care") or facts.of("conservative-care", "affirmed", "historical")
         if not care:
             missing.append("conservative-care")

@@ -258,12 +258,16 @@ def _conflict(claims: list[_Candidate], findings, context) -> Card:
 
 # ------------------------------------------------------------------ order-sign
 def order_scope(findings, value_sets) -> set[str]:
-    """The orders being signed that concern the spine, and the Conditions that are their reasons
-    (by reference, or by the same code): what order-sign cards may be about. Empty: no spine order."""
+    """The orders being signed (at order-select: selected) that concern the spine, and the
+    Conditions that are their reasons (by reference, or by the same code): what order-sign and
+    order-select cards may be about. Empty: no spine order. Draft orders not selected are context only."""
     spine_cpt = set().union(*(value_sets.members(name) for name in TABLES.spine_order_sets))
     scope: set[str] = set()
     reasons: set[str] = set()
+    selected = findings.record.selected
     for order in findings.orders:
+        if selected is not None and order.reference not in selected:
+            continue
         if set(order.cpt) & spine_cpt or any(TABLES.is_spine_reason(code) for code in order.reason_codes):
             scope.add(order.reference)
             scope.update(order.reason_conditions)
