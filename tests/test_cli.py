@@ -132,7 +132,7 @@ def test_serve_runs_gunicorn_with_workers_and_answers(tmp_path):
         else:
             pytest.fail("the server did not become ready in 60 s")
         services = requests.get(base + "/cds-services", timeout=5).json()["services"]
-        assert len(services) == 3
+        assert len(services) == 4  # order-sign, order-select, encounter-sign, encounter-discharge
         body = json.loads((FIXTURES / ORDER_SIGN_FIXTURE).read_text())
         for _ in range(4):  # spread over both workers
             response = requests.post(base + "/cds-services/spine-coding-order-sign", json=body, timeout=10)

@@ -264,7 +264,7 @@ def order_scope(findings, value_sets) -> set[str]:
     spine_cpt = set().union(*(value_sets.members(name) for name in TABLES.spine_order_sets))
     scope: set[str] = set()
     reasons: set[str] = set()
-    selected = findings.record.selected
+    selected = getattr(getattr(findings, "record", None), "selected", None)
     for order in findings.orders:
         if selected is not None and order.reference not in selected:
             continue
