@@ -11,6 +11,7 @@ from .auth import TokenVerifier
 from .config import Settings
 from .errors import HTTP_ISSUE_CODES, Issue, Problem, operation_outcome
 from .logs import configure as configure_logging, safe_exception
+from .metrics import EXTENSION as METRICS, Metrics
 from .runtime import Runtime, _TERMINOLOGY, build_runtime, terminology_for  # noqa: F401 - re-exported
 from .store import Store
 
@@ -31,6 +32,7 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["spine_cds"] = runtime
+    app.extensions[METRICS] = Metrics.for_runtime(runtime).install()  # this app's own (service/metrics.py)
 
     from .api import analytics, feedback, health, hooks, openapi, playground, rule_pages, stats
     app.register_blueprint(hooks.blueprint)
@@ -41,6 +43,8 @@ def create_app(config: Settings | dict | None = None, load_terminology: bool = T
     app.register_blueprint(rule_pages.blueprint)
     app.register_blueprint(feedback.blueprint)
     app.register_blueprint(health.blueprint)
+    from .api import metrics as metrics_api
+    app.register_blueprint(metrics_api.blueprint)
 
     # flask-cors for the allowed origins; the others refused with a 403 that says why, logged (cors.py)
     cors.install(app, settings)

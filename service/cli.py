@@ -300,6 +300,7 @@ def _serve(args) -> int:
     settings = _settings({"host": args.host, "port": args.port, "workers": args.workers})
     settings.check_bind()
     serving.configure(settings.header_timeout, settings.body_timeout, settings.send_timeout)
+    serving.prepare_metrics(settings.data_dir)  # PROMETHEUS_MULTIPROC_DIR, before the app is built
     workers = settings.workers or (os.cpu_count() or 1)
     app = create_app(settings)  # terminology, templates and lexicons load here, before the fork
     runtime = app.extensions["spine_cds"]
@@ -327,6 +328,7 @@ def _serve(args) -> int:
             # rather than gunicorn's plain-text 400.
             self.cfg.set("limit_request_field_size", 32768)
             self.cfg.set("post_fork", lambda server, worker: (runtime.store.after_fork(), collector.in_worker()))
+            self.cfg.set("child_exit", serving.child_exit)  # metrics of a worker gone (service/metrics.py)
 
         def load(self):
             return serving.BufferedBody(app, settings.max_body_bytes)

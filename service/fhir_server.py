@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from . import urls
+from . import metrics, urls
 from .deadline import Deadline
 from .hook_request import FhirAccess
 
@@ -27,10 +27,13 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirUnavailable(Exception):
-    """The data could not be had. `reason` is a short phrase safe to log and to answer."""
+    """The data could not be had. `reason` is a short phrase safe to log and to answer; `kind`, for a
+    read of the FHIR server that failed here, is counted (service/metrics.py, FHIR_FAILURES)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, kind: str | None = None):
         self.reason = reason
+        if kind is not None:
+            metrics.fhir_fetch_failed(kind)
         super().__init__(reason)
 
 
@@ -53,6 +56,8 @@ class FhirServerPolicy:
 
     def reader(self, access: FhirAccess, deadline: Deadline) -> "FhirReader | None":
         if not self.allows(access.server):
+            if access.server:
+                metrics.fhir_fetch_failed("not_allowed")
             return None
         return FhirReader(self, access, deadline)
 
@@ -76,7 +81,7 @@ class FhirReader:
         """A search: one searchset Bundle with the entries of every page (bounded)."""
         bundle = self._get_json(self._resolve(relative))
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            raise FhirUnavailable("search did not return a Bundle")
+            raise FhirUnavailable("search did not return a Bundle", "unexpected_resource")
         return self.follow_pages(bundle)
 
     def follow_pages(self, bundle: dict) -> dict:
@@ -85,10 +90,10 @@ class FhirReader:
         next_url = _next_link(bundle)
         while next_url:
             if pages >= self.policy.max_pages:
-                raise FhirUnavailable(f"more than {self.policy.max_pages} pages")
+                raise FhirUnavailable(f"more than {self.policy.max_pages} pages", "too_many_pages")
             page = self._get_json(self._resolve(next_url))
             if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
-                raise FhirUnavailable("a next page was not a Bundle")
+                raise FhirUnavailable("a next page was not a Bundle", "unexpected_resource")
             entries.extend(_list(page.get("entry")))
             pages += 1
             next_url = _next_link(page)
@@ -100,11 +105,11 @@ class FhirReader:
         """An attachment's url (usually `Binary/id`): its content type and bytes."""
         resource = self._get_json(self._resolve(url))
         if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
-            raise FhirUnavailable("attachment url did not return a Binary")
+            raise FhirUnavailable("attachment url did not return a Binary", "unexpected_resource")
         try:
             data = base64.b64decode(resource.get("data") or "", validate=True)
         except (binascii.Error, ValueError):
-            raise FhirUnavailable("Binary.data is not valid base64") from None
+            raise FhirUnavailable("Binary.data is not valid base64", "invalid_base64") from None
         return resource.get("contentType") or "", data
 
     # ----------------------------------------------------------------- private
@@ -114,22 +119,22 @@ class FhirReader:
             urls.check_characters(url)  # before urljoin, which reads a backslash its own way
             absolute = urls.canonical(urljoin(self.base, url))
         except urls.UnsafeUrl as exc:
-            raise FhirUnavailable(f"a URL outside the FHIR server was refused ({exc})") from None
+            raise FhirUnavailable(f"a URL outside the FHIR server was refused ({exc})", "url_refused") from None
         if not urls.is_under(absolute, (self.base,)):
-            raise FhirUnavailable("a URL outside the FHIR server was refused")
+            raise FhirUnavailable("a URL outside the FHIR server was refused", "url_refused")
         return absolute
 
     def _get_json(self, url: str, missing_is_none: bool = False):
         remaining = self.deadline.remaining()
         if remaining <= 0:
-            raise FhirUnavailable("deadline reached")
+            raise FhirUnavailable("deadline reached", "deadline")
         budget = self.policy.max_bytes - self.bytes_read
         session = self.policy._session
         prepared = session.prepare_request(
             requests.Request("GET", url, headers={"Accept": FHIR_JSON, **self.access.headers}))
         # What goes on the wire is what was checked: requests re-quotes, so check its URL again.
         if prepared.url != url or not urls.is_under(prepared.url, (self.base,)):
-            raise FhirUnavailable("a URL outside the FHIR server was refused")
+            raise FhirUnavailable("a URL outside the FHIR server was refused", "url_refused")
         try:
             with session.send(
                 prepared,
@@ -141,31 +146,31 @@ class FhirReader:
                 if status in (404, 410) and missing_is_none:
                     return None
                 if 300 <= status < 400:
-                    raise FhirUnavailable(f"redirect ({status}) refused")
+                    raise FhirUnavailable(f"redirect ({status}) refused", "redirect")
                 if status in (401, 403):
-                    raise FhirUnavailable(f"not authorized ({status})")
+                    raise FhirUnavailable(f"not authorized ({status})", "unauthorized")
                 if status != 200:
-                    raise FhirUnavailable(f"server answered {status}")
+                    raise FhirUnavailable(f"server answered {status}", "status")
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > budget:
-                    raise FhirUnavailable("response larger than the byte budget")
+                    raise FhirUnavailable("response larger than the byte budget", "too_large")
                 chunks, size = [], 0
                 for chunk in response.iter_content(chunk_size=65536):
                     size += len(chunk)
                     if size > budget:
-                        raise FhirUnavailable("response larger than the byte budget")
+                        raise FhirUnavailable("response larger than the byte budget", "too_large")
                     if self.deadline.expired:
-                        raise FhirUnavailable("deadline reached")
+                        raise FhirUnavailable("deadline reached", "deadline")
                     chunks.append(chunk)
                 self.bytes_read += size
         except requests.Timeout:
-            raise FhirUnavailable("timeout") from None
+            raise FhirUnavailable("timeout", "timeout") from None
         except requests.RequestException as exc:
-            raise FhirUnavailable(f"connection failed ({type(exc).__name__})") from None
+            raise FhirUnavailable(f"connection failed ({type(exc).__name__})", "connection") from None
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, RecursionError):
-            raise FhirUnavailable("invalid JSON") from None
+            raise FhirUnavailable("invalid JSON", "invalid_json") from None
 
 
 def _list(value) -> list:

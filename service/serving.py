@@ -54,6 +54,21 @@ def configure(header_timeout: float, body_timeout: float, send_timeout: float) -
     LIMITS.update(header_timeout=header_timeout, body_timeout=body_timeout, send_timeout=send_timeout)
 
 
+def prepare_metrics(data_dir) -> None:
+    """In the master, before the app is built (so before the fork): every process's metrics go to files
+    of one directory, which `GET /metrics` merges, whichever worker answers (service/metrics.py)."""
+    from . import metrics
+
+    metrics.prepare_multiprocess(data_dir)
+
+
+def child_exit(server, worker) -> None:
+    """gunicorn, in the master, when a worker has exited: its counters stay (they are totals)."""
+    from . import metrics
+
+    metrics.process_dead(worker.pid)
+
+
 def _outcome(status: int, reason: str, code: str, diagnostics: str) -> bytes:
     body = json.dumps({"resourceType": "OperationOutcome",
                        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]}).encode()

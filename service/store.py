@@ -59,6 +59,7 @@ from sqlalchemy.engine import make_url
 
 from .config import MIGRATE_MODES, ConfigError, _redact_url
 from .errors import Issue, Problem
+from .metrics import database_error
 
 log = logging.getLogger(__name__)
 
@@ -584,6 +585,7 @@ class Store:
                 self._insert_rows(table, rows, self.hook_timeout)
                 return
             except (_NotWritable, *DATABASE_ERRORS) as exc:
+                database_error("record")
                 self._queue.failed(exc)
                 if not _transient(exc):
                     self._queue.refused(table, rows, exc)
@@ -626,8 +628,10 @@ class Store:
             summary = self._store_feedback(service_id, items)
             self._check_still_ours()
         except _NotWritable as exc:
+            database_error("feedback")
             raise DatabaseUnavailable("feedback was not stored", str(exc)) from None
         except DATABASE_ERRORS as exc:
+            database_error("feedback")
             log.error("database: feedback not stored (%s): answered 503", type(exc).__name__)
             raise DatabaseUnavailable("feedback was not stored") from None
         return summary
@@ -720,6 +724,7 @@ class Store:
                     result = query(conn)
             return result
         except DATABASE_ERRORS as exc:
+            database_error("read")
             log.error("database: %s unavailable (%s)", what, type(exc).__name__)
             raise DatabaseUnavailable(f"{what} are unavailable") from None
 
@@ -790,8 +795,10 @@ class Store:
                         {"token_key": key, "expires_at": expires_at}).first()
             self._check_still_ours()
         except _NotWritable as exc:
+            database_error("replay_check")
             raise DatabaseUnavailable(_REPLAY_REFUSED, str(exc)) from None
         except DATABASE_ERRORS as exc:
+            database_error("replay_check")
             log.error("database: JWT replay check failed (%s): refused with 503", type(exc).__name__)
             raise DatabaseUnavailable(_REPLAY_REFUSED) from None
         return inserted is not None
@@ -802,6 +809,7 @@ class Store:
         try:
             out = self._stats(include_playground)
         except DATABASE_ERRORS as exc:
+            database_error("stats")
             log.error("database: statistics unavailable (%s)", type(exc).__name__)
             raise DatabaseUnavailable("statistics are unavailable") from None
         out["writeQueue"] = self.queue_status()
@@ -961,6 +969,7 @@ class _WriteQueue:
                 try:
                     store.scheduled_purge()
                 except (_NotWritable, *DATABASE_ERRORS) as exc:
+                    database_error("purge")
                     log.error("database: scheduled purge failed (%s); tried again in an hour", type(exc).__name__)
             del store
 
@@ -970,6 +979,7 @@ class _WriteQueue:
             store._insert_rows(table, rows, store.timeout)
             written = True
         except (_NotWritable, *DATABASE_ERRORS) as exc:
+            database_error("queued_write")
             self.failed(exc)
             if _transient(exc):
                 return False

@@ -17,6 +17,7 @@ from .. import wire
 from ..errors import Problem
 from ..services import SERVICES
 from .common import json_body, require_jwt, runtime
+from .metrics import feedback_stored
 
 blueprint = Blueprint("feedback", __name__)
 blueprint.before_request(require_jwt)
@@ -37,6 +38,7 @@ def post_feedback(service_id: str):
     items = parse_feedback(json_body(), settings.feedback_max_items, settings.feedback_max_comment)
     summary = runtime().store.store_feedback(service_id, items)
     suppressions = summary.pop("suppressions", 0)
+    feedback_stored(service_id, items, summary)
     log.info("feedback service=%s received=%d stored=%d duplicates=%d unknown_cards=%d suppressions=%d",
              service_id, summary["received"], summary["stored"], summary["duplicates"],
              len(summary["unknownCards"]), suppressions)

@@ -10,10 +10,13 @@ from ..errors import Problem
 from ..pipeline import Call, answer_hook
 from ..services import SERVICES
 from .common import json_body, require_jwt, rules_url, runtime
+from .metrics import hook_answered, hook_finished, hook_started
 
 blueprint = Blueprint("hooks", __name__)
 log = logging.getLogger(__name__)
+blueprint.before_request(hook_started)  # metrics: the call's time, the JWT check included
 blueprint.before_request(require_jwt)
+blueprint.after_request(hook_finished)  # metrics: by service and outcome, cards from the Answer
 
 
 @blueprint.get("/cds-services")
@@ -28,6 +31,7 @@ def call_service(service_id: str):
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}; see GET /cds-services")
     deferred = []
     answer = answer_hook(runtime(), service, json_body(), Call(rules_url(), defer=deferred.append))
+    hook_answered(answer)
     response = jsonify(answer.response)
     for work in deferred:
         response.call_on_close(_logged(work))
