@@ -126,6 +126,12 @@ class Settings:
                           "resource ids in the suppression records, 32 characters or more; empty = a random key "
                           "generated once and kept in the database"},
     )
+    metrics_token: str = field(
+        default="", repr=False,
+        metadata={"help": "a static bearer token that a scraper (Prometheus' `authorization.credentials`) may send to "
+                          "GET /metrics when authentication is on, instead of a JWT (which is accepted once); 32 "
+                          "characters or more; empty = /metrics takes JWTs only. Never logged nor printed"},
+    )
     database_timeout: float = field(
         default=2.0,
         metadata={"help": "longest wait on the database for one statement, lock or connection, seconds (SQLite "
@@ -284,6 +290,9 @@ class Settings:
         if self.hash_key and len(self.hash_key) < MIN_HASH_KEY_LENGTH:
             problems.append(f"{PREFIX}HASH_KEY: too short ({len(self.hash_key)} characters; at least "
                             f"{MIN_HASH_KEY_LENGTH}, e.g. the output of `openssl rand -hex 32`)")
+        if self.metrics_token and len(self.metrics_token) < MIN_HASH_KEY_LENGTH:
+            problems.append(f"{PREFIX}METRICS_TOKEN: too short ({len(self.metrics_token)} characters; at least "
+                            f"{MIN_HASH_KEY_LENGTH}, e.g. the output of `openssl rand -hex 32`)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{PREFIX}LOG_LEVEL: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         try:
@@ -315,6 +324,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "hash_key":
                 value = "(set)" if value else "(generated, kept in the database)"
+            elif f.name == "metrics_token":
+                value = "(set)" if value else "(none: JWTs only)"
             elif f.name == "trusted_issuers":
                 value = [{"iss": i.iss, "keys": i.jwks_file or list(i.jku)} for i in value]
             elif isinstance(value, tuple):

@@ -64,7 +64,7 @@ def test_schemathesis_finds_no_server_error_and_the_answers_match_the_document(a
     """Every operation of /openapi.json, with data that fits the document and data that does not.
     (Driven through schemathesis' strategies: its pytest plugin does not run on pytest 9.)"""
     operations = _operations(api_schema)
-    assert len(operations) == 13  # 4 services × (call, feedback) + discovery, health, readiness, rule pages
+    assert len(operations) == 14  # 4 services × (call, feedback) + discovery, health, readiness, stats, metrics, rule pages
     for operation in operations:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -284,6 +284,29 @@ def test_with_authentication_on_metrics_needs_a_token_like_analytics(secured):
         assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401  # replayed
 
 
+def test_a_scrape_token_lets_a_scraper_in_at_every_scrape_and_nothing_else(make_app, tmp_path):
+    ehr = Client()
+    (tmp_path / "jwks.json").write_text(json.dumps(ehr.jwks))
+    scrape = "s" * 16 + "0123456789abcdef0123"
+    client = make_app(trusted_issuers=[{"iss": ISS, "jwks_file": str(tmp_path / "jwks.json")}], public_base_url=BASE,
+                      metrics_token=scrape).test_client()
+    for _ in range(3):  # not accepted once like a JWT: the same token at every scrape
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {scrape}"}).status_code == 200
+    for wrong in (f"Bearer {scrape}x", f"Bearer {scrape[:-1]}", scrape, "Bearer "):
+        assert client.get("/metrics", headers={"Authorization": wrong}).status_code == 401
+    for path in ("/analytics", "/stats", "/cds-services"):  # the scrape token opens /metrics only
+        assert client.get(path, headers={"Authorization": f"Bearer {scrape}"}).status_code == 401
+    token = ehr.token(aud=BASE + "/metrics")  # JWTs still work
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_short_scrape_token_is_a_configuration_error(make_app):
+    from service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="METRICS_TOKEN: too short"):
+        make_app(metrics_token="short")
+
+
 def test_with_authentication_off_metrics_is_open(client):
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"

@@ -7,15 +7,28 @@ hooks blueprint's before/after request functions) and what feedback records.
 """
 from __future__ import annotations
 
+import hmac
 import time
 
 from flask import Blueprint, Response, current_app, g, request
 
 from .. import metrics
-from .common import require_jwt
+from .common import require_jwt, runtime
 
 blueprint = Blueprint("metrics", __name__)
-blueprint.before_request(require_jwt)
+
+
+@blueprint.before_request
+def scraper_or_jwt() -> None:
+    """SPINE_CDS_METRICS_TOKEN, when set, as a bearer token a scraper can send at every scrape;
+    otherwise (and for any other credential) the JWT check of /analytics."""
+    rt = runtime()
+    token = rt.settings.metrics_token
+    if rt.verifier is not None and token:
+        sent = request.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return
+    require_jwt()
 
 HOOK_ENDPOINT = "hooks.call_service"
 

@@ -57,6 +57,10 @@ def document() -> dict:
                            "responses": {"200": {"description": "counts", "content": {JSON: {"schema": {
                                "type": "object", "required": ["cardsIssued", "hookTimeouts", "origins"]}}}},
                                **_errors(400, 401)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format; OpenMetrics when asked)", "operationId": "metrics",
+                             "responses": {"200": {"description": "the totals of every worker",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                           **_errors(401)}}},
         "/rules/{rule_id}": {"get": {
             "summary": "the page of a rule (the cards' source.url)", "operationId": "rulePage",
             "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -89,7 +93,7 @@ def document() -> dict:
         doc["components"]["securitySchemes"] = {"cdsHooksJwt": {"type": "http", "scheme": "bearer",
                                                                 "bearerFormat": "JWT"}}
         for path, operations in paths.items():
-            if path.startswith("/cds-services") or path == "/stats":
+            if path.startswith("/cds-services") or path in ("/stats", "/metrics"):
                 for operation in operations.values():
                     operation["security"] = [{"cdsHooksJwt": []}]
     return doc
