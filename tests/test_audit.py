@@ -156,3 +156,192 @@ def test_a_note_that_breaks_the_reader_skips_only_its_patient(tmp_path, monkeypa
     rows = list(csv.DictReader(open(out / "audit.csv")))
     assert [(r["patient"], r["rule"]) for r in rows] == [("p0", "SPL-TRAUMA")]
     assert "reader broke" not in (out / "audit.html").read_text()
+
+
+# ------------------------------------------------------------------ the engines (issue 13)
+def _without_run(summary: dict) -> dict:
+    """The summary less what says how it was run (engine, workers, time)."""
+    return {k: v for k, v in summary.items() if k not in ("engine", "workers", "seconds")}
+
+
+def _page(out) -> str:
+    import re
+
+    return re.sub(r'<p class="run">.*?</p>', "", (out / "audit.html").read_text())
+
+
+def _outputs(out) -> dict[str, bytes]:
+    files = [out / "audit.csv"] if (out / "audit.csv").exists() else sorted((out / "audit").glob("part-*.csv"))
+    return {f.relative_to(out).as_posix(): f.read_bytes() for f in files}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask cluster of two forked worker processes for the module's tests, reached by its address as
+    `--scheduler` would reach a remote one (each worker loads its runtime once, RuntimePlugin)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             silence_logs=50, host="127.0.0.1")
+    yield local.scheduler_address
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """300 patients of bench/gen_export.py (a few hundred of the vignettes' and charts' cards among them)."""
+    from bench.gen_export import generate
+
+    folder = tmp_path_factory.mktemp("generated") / "export"
+    generate(folder, patients=300, seed=5)
+    return folder
+
+
+def _both(path, tmp_path, cluster, name, **options):
+    import io
+
+    from service.audit import run
+
+    runs = {}
+    for engine in ("local", "dask"):
+        out = tmp_path / f"{name}-{engine}"
+        stderr = io.StringIO()
+        scheduler = cluster if engine == "dask" else None
+        summary = run(path, out, workers=2, progress=stderr, engine=engine, scheduler=scheduler, **options)
+        runs[engine] = (summary, out, stderr.getvalue())
+    return runs
+
+
+def test_both_engines_give_the_same_cards_on_the_fixtures_export(tmp_path, cluster):
+    import re
+
+    runs = _both(FIXTURES / "export", tmp_path, cluster, "fixtures")
+    (local, local_out, local_err), (dask, dask_out, dask_err) = runs["local"], runs["dask"]
+    assert local["engine"] == "local" and dask["engine"] == "dask" and dask["workers"] == 2
+    assert _without_run(local) == _without_run(dask) and local["cards"] > 0 and local["unreadable"] == 0
+    assert _outputs(local_out) == _outputs(dask_out) and list(_outputs(local_out)) == ["audit.csv"]
+    assert _page(local_out) == _page(dask_out) and "Run by the dask engine on 2 workers" in (dask_out / "audit.html").read_text()
+    assert "audit: patients 6/6 (100 %)" in local_err
+    assert re.search(r"audit: partitions (\d+)/\1 \(100 %\), patients 6/6, cards 4, [0-9.]+ patients/s", dask_err)
+    rows = list(csv.reader(open(local_out / "audit.csv")))
+    assert rows[1:] == sorted(rows[1:], key=lambda r: (r[0], r[1], r[2]))
+    text = (local_out / "audit.csv").read_text()
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-", text)  # no uuid: the same bytes on every run
+
+
+def test_both_engines_give_the_same_cards_on_a_generated_export_in_part_files(generated, tmp_path, cluster):
+    runs = _both(generated, tmp_path, cluster, "generated", partitioned=True, part_rows=10)
+    (local, local_out, _), (dask, dask_out, _) = runs["local"], runs["dask"]
+    assert local["patients"] == 300 and local["cards"] > 20 and local["unreadable"] == 0
+    assert _without_run(local) == _without_run(dask)
+    parts = _outputs(local_out)
+    assert parts == _outputs(dask_out) and len(parts) == local["csv_parts"] == -(-local["rows"] // 10)
+    assert all(p.startswith(b"patient,encounter,rule,") for p in parts.values())  # each part has the header
+    assert not (local_out / "audit.csv").exists() and "audit/part-00000.csv" in _page(local_out)
+    assert local["csv"] == "audit/part-*.csv" and len(local["by_rule"]) >= 5
+
+
+def test_the_dask_engine_reads_a_url(tmp_path, cluster):
+    from service.audit import run
+
+    local = run(FIXTURES / "export", tmp_path / "local", workers=1, progress=None)
+    url = run((FIXTURES / "export").resolve().as_uri(), tmp_path / "url", workers=2, progress=None, engine="dask",
+              scheduler=cluster)
+    assert _without_run(url) == _without_run(local)
+    assert _outputs(tmp_path / "url") == _outputs(tmp_path / "local")
+
+
+def test_what_cannot_be_read_is_reported_alike_by_both_engines(tmp_path, cluster):
+    """An unparseable line, a line that is not an object, a patient whose evaluation raises: the same
+    report from both engines (file:line, with Dask's blocks small enough that the lines are counted
+    across several), and the other patients' cards."""
+    folder = _broken_export(tmp_path)
+    with open(folder / "all.ndjson", "a") as fh:
+        fh.write("[1, 2]\n\n" + json.dumps(_resources(FIRES[1], "p9", "e9")[0]) + "\n")
+    from service.audit import run
+
+    local = run(folder, tmp_path / "local", workers=2, progress=None)
+    dask = run(folder, tmp_path / "dask", workers=2, progress=None, engine="dask", scheduler=cluster, blocksize=300)
+    lines = len((folder / "all.ndjson").read_bytes().splitlines())
+    assert local["unreadable_patients"] == [
+        {"patient": "all.ndjson:4", "stage": "reading", "error": "unparseable line"},
+        {"patient": f"all.ndjson:{lines - 2}", "stage": "reading", "error": "not an object"},
+        {"patient": "p1", "stage": "evaluating", "error": "AttributeError"}]
+    assert _without_run(dask) == _without_run(local)
+    assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "local")
+    assert [(r["patient"], r["rule"]) for r in csv.DictReader(open(tmp_path / "dask" / "audit.csv"))] == [
+        ("p0", "SPL-TRAUMA")]
+    assert "not an object" in _page(tmp_path / "dask") and "[1, 2]" not in _page(tmp_path / "dask")
+
+
+def _dies_on(monkeypatch, marked: str) -> None:
+    """The per-patient function kills its own process (as a segfault would) on the marked patient."""
+    import os
+    import signal
+
+    import service.audit.patient as one
+
+    real = one.audit_patient
+
+    def audit_patient(resources):
+        if any(one.patient_of(r) == marked for r in resources):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(resources)
+
+    monkeypatch.setattr(one, "audit_patient", audit_patient)  # forked workers inherit it
+
+
+class _Deadline:
+    """Fails the test (instead of hanging it) if the audit has not returned within `seconds`."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        import signal
+
+        def expired(*_):
+            raise TimeoutError("the audit hung on a dead worker")
+        self.old = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+
+
+def test_a_worker_that_dies_costs_the_local_engine_only_its_patient(tmp_path, monkeypatch):
+    from service.audit import run
+
+    before = run(FIXTURES / "export", tmp_path / "before", workers=2, progress=None)
+    _dies_on(monkeypatch, "exp-pt-3")
+    with _Deadline(120):
+        after = run(FIXTURES / "export", tmp_path / "after", workers=2, progress=None)
+    assert after["unreadable_patients"] == [{"patient": "exp-pt-3", "stage": "evaluating", "error": "worker died"}]
+    assert after["patients"] == before["patients"] == 6
+    rows = list(csv.DictReader(open(tmp_path / "before" / "audit.csv")))
+    assert [r for r in rows if r["patient"] != "exp-pt-3"] == list(csv.DictReader(open(tmp_path / "after" / "audit.csv")))
+    assert any(r["patient"] == "exp-pt-3" for r in rows)  # it had a card: the loss is visible
+    assert "worker died" in (tmp_path / "after" / "audit.html").read_text()
+
+
+def test_a_worker_that_dies_costs_the_dask_engine_only_its_partition(tmp_path, monkeypatch):
+    """A local cluster (forked after the monkeypatch): the task that killed its worker twice ends in
+    KilledWorker, its partition's patients are reported, the other partitions' cards are all there."""
+    from service.audit import run
+
+    before = run(FIXTURES / "export", tmp_path / "before", workers=1, progress=None)
+    _dies_on(monkeypatch, "exp-pt-3")
+    with _Deadline(150):
+        after = run(FIXTURES / "export", tmp_path / "after", workers=2, progress=None, engine="dask",
+                    allowed_failures=1, npartitions=3)
+    lost = {u["patient"] for u in after["unreadable_patients"]}
+    assert "exp-pt-3" in lost and len(lost) < 6
+    assert {u["error"] for u in after["unreadable_patients"]} == {"worker died"}
+    rows = list(csv.DictReader(open(tmp_path / "before" / "audit.csv")))
+    assert [r for r in rows if r["patient"] not in lost] == list(csv.DictReader(open(tmp_path / "after" / "audit.csv")))
+    assert after["patients"] == 6

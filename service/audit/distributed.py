@@ -78,7 +78,7 @@ def read_block(fs, file: str, rank: int, name: str, offset: int, length: int) ->
         end = _start_of(f, offset + length)
         f.seek(start)
         data = f.read(max(end - start, 0))
-    lines = data.split(LINE_END)
+    lines = data.split(LINE_END) if data else []  # a block inside a long line holds no line
     if data.endswith(LINE_END):
         lines.pop()  # what follows the last line end is not a line
     out: list[tuple] = []
@@ -171,7 +171,7 @@ def _cluster(workers: int, scheduler: str | None):
 
     if scheduler:
         return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.CRITICAL, scheduler_port=0, host="127.0.0.1")
     return Client(cluster), cluster
 
@@ -211,16 +211,33 @@ def run_dask(path: str | Path, workers: int, progress, started: float, scheduler
             if not parts:
                 parts = [dask.delayed(list, pure=True)()]
             parsed = db.from_delayed(parts)
-            grouped = parsed.filter(_is_resource).groupby(
-                _owner, shuffle="tasks", npartitions=npartitions or max(len(parts), 4 * workers))
+            resources = parsed.filter(_is_resource)
+            wanted = npartitions or max(len(parts), 4 * workers)  # a tasks shuffle keeps its input's partitions
+            if wanted != len(parts):
+                resources = resources.repartition(npartitions=wanted)
+            grouped = resources.groupby(_owner, shuffle="tasks")
             audited = grouped.map_partitions(audit_groups).to_delayed(optimize_graph=False)
             keys = grouped.map_partitions(patients_of).to_delayed(optimize_graph=False)
             notes = dask.delayed(_concat, pure=True)(parsed.filter(_is_note).to_delayed(optimize_graph=False))
-            # One graph: the shuffle's output is computed once for the audit and for the patients' ids.
-            futures = client.compute(audited + keys + [notes], optimize_graph=False)
-            audit_f, keys_f, notes_f = futures[:len(audited)], futures[len(audited):-1], futures[-1]
+            # The same task keys in both (no graph optimisation): the shuffle's output is computed once for
+            # the patients' ids and for the audit. The ids first (priority): a worker that dies auditing a
+            # partition must not take the ids of that partition with it.
+            keys_f = client.compute(keys, optimize_graph=False, priority=10)
+            futures = client.compute(audited + [notes], optimize_graph=False)
+            audit_f, notes_f = futures[:-1], futures[-1]
             partition_of = {f.key: n for n, f in enumerate(audit_f)}
+            if progress:
+                print(f"audit: {len(parts)} blocks read and grouped by patient into {len(audit_f)} partitions "
+                      f"on {workers} workers", file=progress, flush=True)
+            known = []  # each partition's patients, held here once known: a worker's death cannot lose them
+            for n, future in enumerate(keys_f):
+                try:
+                    known.append(future.result())
+                except Exception:  # noqa: BLE001 - killed with its partition's audit: the partition is named
+                    known.append([f"(partition {n})"])
+                future.release()
             shown = Progress(progress, len(audit_f), started, unit="partitions")
+            shown.total_patients = sum(len(k) for k in known)
             rows: list[dict] = []
             unread: list[dict] = []
             patients = 0
@@ -229,7 +246,7 @@ def run_dask(path: str | Path, workers: int, progress, started: float, scheduler
                 try:
                     results = future.result()
                 except Exception as exc:  # noqa: BLE001 - KilledWorker after the retries, or the task failed
-                    lost = keys_f[n].result()
+                    lost = known[n]
                     error = WORKER_DIED if isinstance(exc, KilledWorker) else type(exc).__name__
                     unread += [one.unread(p, "evaluating", error) for p in lost]
                     results = [(p, None) for p in lost]
@@ -243,7 +260,6 @@ def run_dask(path: str | Path, workers: int, progress, started: float, scheduler
                 patients += len(results)
                 shown.add(1, len(results), cards)
                 future.release()
-                keys_f[n].release()
             shown.end()
             unread_lines, resources = _line_numbers(notes_f.result())
     finally:

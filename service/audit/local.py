@@ -35,11 +35,14 @@ def _audit_chunk(chunk: list[tuple[str, list]]) -> list[tuple[str, list[dict] | 
 
 
 class Progress:
-    """`audit: patients done/total (%), cards, patients/s` on stderr, at most every half second."""
+    """`audit: patients done/total (%), cards, patients/s` on stderr: one line rewritten on a terminal
+    (at most every half second), else a line every 5 seconds; and the last."""
 
     def __init__(self, stream, total: int, started: float, unit: str = "patients"):
         self.stream, self.total, self.started, self.unit = stream, total, started, unit
         self.done = self.cards = self.patients = 0
+        self.total_patients = total if unit == "patients" else None
+        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
         self.shown = 0.0
 
     def add(self, done: int, patients: int, cards: int) -> None:
@@ -47,15 +50,17 @@ class Progress:
         self.patients += patients
         self.cards += cards
         now = time.monotonic()
-        if self.stream and (now - self.shown > 0.5 or self.done == self.total):
+        if self.stream and (now - self.shown > (0.5 if self.tty else 5.0) or self.done == self.total):
             self.shown = now
             rate = self.patients / max(now - self.started, 1e-6)
-            counted = f", patients {self.patients}" if self.unit != "patients" else ""
-            print(f"\raudit: {self.unit} {self.done}/{self.total} ({100 * self.done // max(self.total, 1)} %)"
-                  f"{counted}, cards {self.cards}, {rate:.1f} patients/s", end="", file=self.stream, flush=True)
+            counted = "" if self.unit == "patients" else f", patients {self.patients}" + (
+                f"/{self.total_patients}" if self.total_patients is not None else "")
+            line = (f"audit: {self.unit} {self.done}/{self.total} ({100 * self.done // max(self.total, 1)} %)"
+                    f"{counted}, cards {self.cards}, {rate:.1f} patients/s")
+            print(f"\r\033[K{line}" if self.tty else line, end="" if self.tty else "\n", file=self.stream, flush=True)
 
     def end(self) -> None:
-        if self.stream:
+        if self.stream and self.tty:
             print(file=self.stream, flush=True)
 
 
@@ -116,9 +121,12 @@ def run_local(path: Path, workers: int, progress, started: float, settings=None)
     items = list(patients.items())
     try:
         jobs = deque(items[i:i + CHUNK] for i in range(0, len(items), CHUNK))
-        lost = _drain(jobs, workers, 2 * workers, take)
-        if lost:  # again, one patient a job: a second death narrows it to the `workers` in flight
-            lost = _drain(deque([p] for chunk in lost for p in chunk), workers, workers, take)
+        lost: list = []
+        while jobs:  # a pool that broke is replaced, and goes on with the jobs not yet given out
+            lost += _drain(jobs, workers, 2 * workers, take)
+        jobs, lost = deque([p] for chunk in lost for p in chunk), []
+        while jobs:  # the lost chunks again, one patient a job: a death narrows it to the `workers` in flight
+            lost += _drain(jobs, workers, workers, take)
         for job in lost:  # alone: a worker that dies now died of this patient
             if _drain(deque([job]), 1, 1, take):
                 unread.append(one.unread(job[0][0], "evaluating", WORKER_DIED))
