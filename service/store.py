@@ -72,6 +72,7 @@ SQLITE_BUSY_SLICE = 0.01  # the longest SQLite's own (blocking) busy wait may la
 # A migration (at start or `spine-cds migrate`): how long it may wait for another instance's migration
 # (PostgreSQL advisory lock, SQLite write lock) and its statements may take.
 MIGRATION_TIMEOUT = 300.0
+CARD_LOCK_SPACE = 0x53504E43  # pg_advisory_xact_lock(space, hashtext(card uuid)): a card's record vs its feedback
 MIGRATION_LOCK_KEY = 0x5350494E45434453  # pg_advisory_xact_lock key ("SPINECDS"): one migration at a time
 
 # The schema at the head revision of service/migrations (which create and change it; never
@@ -595,9 +596,23 @@ class Store:
     def _insert_rows(self, table: Table, rows: list[dict], timeout: float) -> None:
         for attempt in self._attempts(timeout, write=True):
             with attempt as conn:
+                if table is issued_cards:
+                    self._lock_cards(conn, [row["card_uuid"] for row in rows])
                 conn.execute(self._insert_ignoring_duplicates(table), rows)
                 if table is issued_cards:
                     self._reconcile_feedback(conn, rows)
+
+    def _lock_cards(self, conn, uuids) -> None:
+        """On PostgreSQL, the card uuids' transaction-level advisory locks, in sorted order (no
+        deadlock): a card's record and feedback on it, written at the same moment by two instances or
+        workers, are serialised, so whichever commits second sees the other and ties them (under READ
+        COMMITTED neither would see the other's uncommitted row: the feedback stayed untied for good).
+        SQLite serialises its writers already."""
+        if self.engine.dialect.name != "postgresql" or not uuids:
+            return
+        conn.execute(text("SELECT count(pg_advisory_xact_lock(:space, hashtext(u))) FROM "
+                          "(SELECT DISTINCT unnest(CAST(:uuids AS text[])) AS u ORDER BY 1) AS cards"),
+                     {"space": CARD_LOCK_SPACE, "uuids": sorted(set(uuids))})
 
     def _reconcile_feedback(self, conn, cards: list[dict]) -> None:
         """Feedback that arrived before its card was recorded (the record is written after the answer,
@@ -654,6 +669,7 @@ class Store:
                 stored = duplicates = suppressed = 0
                 unknown: dict[str, None] = {}  # ordered, O(1) membership (a list made 1,000 items quadratic)
                 uuids = sorted({item["card"] for item in items})
+                self._lock_cards(conn, uuids)  # against the card's record being written at this moment
                 # A card is known to the service that issued it: feedback sent to another service's
                 # endpoint is stored as about an unknown card (and suppresses nothing).
                 cards = {

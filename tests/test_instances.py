@@ -15,9 +15,11 @@ instance did, the other knows:
   the database (`service_secrets`), both instances hash patients alike;
 - **the schema**: two instances started at once on an empty database make it once and both serve.
 
-One race is an expected failure: feedback whose transaction overlaps the one recording its card on
-another instance is never tied (provoked: xfail strict, so it fails the suite once fixed, to be
-unmarked; unprovoked, it happens now and then on a loaded machine: xfail not strict).
+- **the race of a card's record and its feedback**: when the transaction recording a card on one
+  instance and the one storing feedback on it on the other overlap, the second waits for the first
+  (the card's advisory lock, Store._lock_cards) and ties them; without the lock neither saw the
+  other's uncommitted row under READ COMMITTED and the feedback stayed untied for good (found by
+  these tests: provoked below, and met unprovoked once in 7 runs on a loaded machine).
 
 The two instances with a shared key are shared by the tests of this module; each test makes its own
 state (its own patients, hook instances, tokens; the analytics test its own service's figures).
@@ -326,15 +328,6 @@ class FeedbackNotTied(AssertionError):
     """The feedback was never tied to its card (the write skew below)."""
 
 
-WRITE_SKEW = (
-    "write skew in service/store.py: Store._insert_rows (issued card + _reconcile_feedback) and "
-    "Store._store_feedback each check for the other's row in their own READ COMMITTED transaction, "
-    "so when their transactions overlap neither sees the other's uncommitted row and the feedback "
-    "stays known_card=false, rule NULL, with no suppression, for good")
-
-
-@pytest.mark.xfail(strict=False, raises=FeedbackNotTied, reason=WRITE_SKEW + (
-    "; met unprovoked here when the machine is loaded (1 run in 7 with a load average of 4-5)"))
 def test_feedback_racing_the_record_of_its_card_is_tied_either_way(pair):
     """Unprovoked: feedback sent to B the moment A answers, before or after A's record lands (the
     order is the machine's). Either way every item ends tied to its rule, with its suppression."""
@@ -356,7 +349,6 @@ def test_feedback_racing_the_record_of_its_card_is_tied_either_way(pair):
     print(f"feedback reached B before A's record in {early} of {len(cards)} races")
 
 
-@pytest.mark.xfail(strict=True, raises=FeedbackNotTied, reason=WRITE_SKEW)
 def test_feedback_and_the_record_of_its_card_written_at_the_same_moment(pair):
     """Provoked: another session holds `feedback` locked while A's record of the card (inserted,
     not committed) waits to read the early feedback and B's feedback (its look-up of the card done,
