@@ -185,9 +185,10 @@ def _audit(args) -> int:
     summary = run(args.path, args.out, args.workers, engine=args.engine, scheduler=args.scheduler,
                   partitioned=args.partitioned)
     print(json.dumps(summary, indent=2))
-    written = args.out / ("audit" if summary["csv_parts"] else "audit.csv")
-    print(f"wrote {written}{' (' + str(summary['csv_parts']) + ' part files)' if summary['csv_parts'] else ''} "
-          f"and {args.out / 'audit.html'}", file=sys.stderr)
+    parts = summary["csv_parts"]
+    plural = "" if parts == 1 else "s"
+    written = f"{args.out / 'audit'} ({parts} part file{plural})" if parts else str(args.out / "audit.csv")
+    print(f"wrote {written} and {args.out / 'audit.html'}", file=sys.stderr)
     return 0
 
 
