@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import tomllib
 from .caches import BoundedCache
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from .deadline import Deadline
 from .errors import Issue, Problem
 from .fhir_server import FhirReader, FhirUnavailable
 from .hook_request import HookRequest
-from .nlp.concepts import KNOWLEDGE, LexiconError
+from .nlp.concepts import KNOWLEDGE, LexiconError, read_toml
 from .snomed import SNOMED_MAP, SnomedConcept
 from .terminology import ICD10CM, Terminology
 
@@ -57,11 +56,7 @@ def load_icd10cm_systems(path: Path = CODE_SYSTEMS) -> frozenset[str]:
     """The Coding.system values read as ICD-10-CM (code_systems.toml, schema-checked: LexiconError
     names what is wrong)."""
     name = Path(path).name
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise LexiconError(f"{name}: not TOML ({exc})") from None
+    data = read_toml(path)
     if set(data) != {"icd10cm"} or not isinstance(data["icd10cm"], dict):
         raise LexiconError(f"{name}: needs exactly one table [icd10cm], has {sorted(data)}")
     table = data["icd10cm"]

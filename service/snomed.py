@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nlp.concepts import KNOWLEDGE, LexiconError
+from .nlp.concepts import KNOWLEDGE, LexiconError, read_toml
 from .nlp.levels import REGIONS
 
 SNOMED = "http://snomed.info/sct"
@@ -78,11 +78,7 @@ class SnomedMap:
 
     def __init__(self, path: Path = PATH, finding_kinds: set[str] | None = None):
         name = Path(path).name
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise LexiconError(f"{name}: not TOML ({exc})") from None
+        data = read_toml(path)
         if set(data) != {"concept"} or not isinstance(data["concept"], list) or not data["concept"]:
             raise LexiconError(f"{name}: needs [[concept]] entries and nothing else, has {sorted(data)}")
         kinds = _finding_kinds() if finding_kinds is None else finding_kinds

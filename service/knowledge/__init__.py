@@ -9,12 +9,11 @@ gives what it says are tested (tests/test_queries.py).
 from __future__ import annotations
 
 import string
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..nlp.concepts import LexiconError
+from ..nlp.concepts import LexiconError, read_toml
 
 KNOWLEDGE = Path(__file__).resolve().parent
 QUERIES = KNOWLEDGE / "queries.toml"
@@ -212,12 +211,7 @@ def parse_queries(data: dict) -> Queries:
 
 def load_queries(path: Path = QUERIES) -> Queries:
     """queries.toml, schema-checked (QueryError names the entry and the reason)."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise QueryError(f"{Path(path).name}: not TOML ({exc})") from None
-    return parse_queries(data)
+    return parse_queries(read_toml(path, QueryError))
 
 
 @lru_cache(maxsize=1)

@@ -33,6 +33,15 @@ class LexiconError(ValueError):
     """A lexicon file that does not follow its schema: refused at load, with the reason."""
 
 
+def read_toml(path, error: type[LexiconError] = LexiconError) -> dict:
+    """A knowledge file's TOML; `error` (naming the file) when it is not TOML."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{Path(path).name}: not TOML ({exc})") from None
+
+
 def require_text(spec: dict, keys, where: str) -> None:
     """Each of `keys` is a non-empty string in the lexicon entry (its test example among them)."""
     for key in keys:
