@@ -112,6 +112,11 @@ class Settings:
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     playground: bool = field(
         default=False, metadata={"help": "serve the playground at / even with authentication on"})
+    cdi_review: bool = field(
+        default=False,
+        metadata={"help": "offer the CDI review service (spine-coding-cdi-review, hook patient-view): the "
+                          "documentation queries and specificity cards of the current encounter as info cards, "
+                          "for documentation specialists; off = absent from discovery and 404 on its endpoint"})
     silent_rules: tuple[str, ...] = field(
         default=(), metadata={"help": "rule ids that run silently (recorded, not shown; comma separated; * for all)"})
     suppression_window: str = field(

@@ -22,7 +22,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .findings import gather_findings
 from .hook_request import parse_hook_request
 from .record import build_record
-from . import code_set, suppression
+from . import cdi_review, code_set, suppression
 from .rules import RuleContext, describe_rule_limits, evaluate
 from .rules.resolve import MADE_HERE
 from .services import CdsService
@@ -89,8 +89,12 @@ def answer_hook(runtime, service: CdsService, body, call: Call) -> Answer:
             log.info("hookInstance=%s service=%s record unavailable after %.1f ms",
                      request.hook_instance, service.id, deadline.elapsed_ms())
             raise
+        view = service.view  # a service that shows part of the cards (the CDI review; cdi_review.py)
+        if view is not None:
+            cdi_review.current_encounter(record, view)
         findings = gather_findings(record, runtime.reader, runtime.value_sets, runtime.terminology, deadline)
-        context = RuleContext(runtime.terminology, runtime.value_sets, service.hook, runtime.settings.max_cards)
+        context = RuleContext(runtime.terminology, runtime.value_sets, service.hook, runtime.settings.max_cards,
+                              shows=cdi_review.shows(view, runtime.catalogue) if view is not None else None)
         screened: list = []  # the rules' candidates suppressed by feedback, before the arbitration
 
         def before_arbitration(candidates):
@@ -107,6 +111,9 @@ def answer_hook(runtime, service: CdsService, body, call: Call) -> Answer:
         dated = code_set.date_call(runtime.release, record, call.as_of)
         issued, withheld = code_set.vouch(issued, record, runtime.terminology, dated)
         cards = [card.to_json(runtime.catalogue, call.rules_url) for card in issued]
+        if view is not None:
+            cdi_review.reindicate(cards, view)
+            screened[:] = [card for card in screened if context.shows(card)]  # never shown by this view
         if not dated.covered:
             _say_why(runtime, cards, dated, withheld)
     except DeadlineExceeded:
@@ -128,6 +135,8 @@ def answer_hook(runtime, service: CdsService, body, call: Call) -> Answer:
     else:
         shown, suppressed = [c for _, c in live], []
     suppressed += [card.to_json(runtime.catalogue, call.rules_url) for card in screened]
+    if service.view is not None:
+        cdi_review.reindicate(suppressed, service.view)
     # After the answer: the issued cards are written within the hook-path database timeout, else kept
     # in the store's bounded queue and retried (service/store.py); never raised, never waited on. Then
     # the scheduled purge, at most once a day (Store.maintain: a flag for the writer thread).

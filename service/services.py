@@ -2,6 +2,11 @@
 
 Discovery, routing, context validation and prefetch handling are all derived from these
 declarations (the HAPI FHIR pattern): adding a service is adding a `CdsService` here.
+
+`SERVICES` is every service the product has (the closed label set of the metrics, the request
+models, feedback on cards already issued); `enabled(settings)` is those a deployment offers: an
+opt-in service (`enabled_by`, a setting) is in discovery, routing and /openapi.json only when its
+setting is on.
 """
 from __future__ import annotations
 
@@ -61,6 +66,22 @@ class PrefetchKey:
 
 
 @dataclass(frozen=True)
+class CardView:
+    """What a service shows of the cards the rules conclude, when not all of them (the CDI review):
+    the cards of these kinds only (card contract, `source.topic.code`), each with this indicator.
+
+    The arbitration runs over every candidate first (service/rules/resolve.py), so a card left out
+    here still decides what the others say: a specificity card that a critical reroute overrules,
+    or a query made moot by it, is not shown either. `encounter_search` names the prefetch key of
+    the patient's Encounters from which the current encounter is chosen when the context names none
+    (service/cdi_review.py)."""
+
+    kinds: frozenset[str]
+    indicator: str
+    encounter_search: str | None = None
+
+
+@dataclass(frozen=True)
 class CdsService:
     id: str
     hook: str
@@ -69,6 +90,8 @@ class CdsService:
     usage_requirements: str
     context: tuple[ContextField, ...]
     prefetch: tuple[PrefetchKey, ...]
+    enabled_by: str | None = None  # the setting (config.Settings field) that offers it; None: always offered
+    view: CardView | None = None  # None: every card the arbitration keeps, as its rule words it
 
     def discovery_entry(self) -> dict:
         return {
@@ -177,7 +200,47 @@ ENCOUNTER_DISCHARGE = CdsService(
     prefetch=_ENCOUNTER_PREFETCH,
 )
 
-SERVICES: dict[str, CdsService] = {s.id: s for s in (ORDER_SIGN, ORDER_SELECT, ENCOUNTER_SIGN, ENCOUNTER_DISCHARGE)}
+# The CDI review (opt-in): when a documentation specialist opens a chart. Documentation queries and
+# specificity cards only, every one `info`: no reroute, Excludes1 conflict, sequencing, additional
+# code or order card, nothing `warning` or `critical` (README, "CDI review at patient-view").
+CDI_REVIEW_KINDS = frozenset({"missing-documentation", "specificity"})
+
+CDI_REVIEW = CdsService(
+    id="spine-coding-cdi-review",
+    hook="patient-view",
+    title="Spine coding documentation review (CDI)",
+    description=(
+        "For clinical documentation integrity (CDI) specialists opening a chart: the documentation "
+        "opportunities of the current encounter's spine diagnoses (M43.1- spondylolisthesis, M54.1- "
+        "radiculopathy), as info cards only: documentation queries (level, imaging, etiology, trauma "
+        "status, radicular findings ...) and more specific codes the documentation supports. No "
+        "reroute, Excludes1, sequencing, additional-code or order card, and never warning or critical. "
+        "The current encounter is context.encounterId, else the patient's in-progress encounter (else "
+        "the latest finished one) in the `encounters` prefetch, else the whole record."
+    ),
+    usage_requirements=_USAGE + (
+        " Opt-in: offered only where the service is configured with SPINE_CDS_CDI_REVIEW=true; register "
+        "it for CDI users only."
+    ),
+    context=(USER, PATIENT, ContextField("encounterId", "id", required=False)),
+    prefetch=_RECORD_PREFETCH + (
+        PrefetchKey("encounter", "Encounter/{{context.encounterId}}", "Encounter"),
+        PrefetchKey("encounters", "Encounter?patient={{context.patientId}}", "Encounter"),
+        # every note of the patient: those of another encounter than the current one are read as prior
+        PrefetchKey("documentReferences", "DocumentReference?patient={{context.patientId}}", "DocumentReference"),
+    ),
+    enabled_by="cdi_review",
+    view=CardView(CDI_REVIEW_KINDS, "info", encounter_search="encounters"),
+)
+
+SERVICES: dict[str, CdsService] = {s.id: s for s in (ORDER_SIGN, ORDER_SELECT, ENCOUNTER_SIGN, ENCOUNTER_DISCHARGE,
+                                                     CDI_REVIEW)}
+
+
+def enabled(settings) -> dict[str, CdsService]:
+    """The services these settings offer (discovery, routing, /openapi.json): every service but the
+    opt-in ones whose setting is off."""
+    return {i: s for i, s in SERVICES.items() if s.enabled_by is None or getattr(settings, s.enabled_by)}
 
 
 def service_for_hook(hook: str) -> CdsService | None:

@@ -203,9 +203,9 @@ def test_a_pasted_request_follows_its_hook_and_a_bundle_needs_a_service(client):
     bundle = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
     error = re.search(r'id="error">(.*?)</p>', _run(client, request=bundle, service=""), re.S).group(1)
     assert "Bundle" in error and "choose" in error
-    unknown = dict(request, hook="patient-view")
+    unknown = dict(request, hook="appointment-book")  # a hook no service answers
     error = re.search(r'id="error">(.*?)</p>', _run(client, request=json.dumps(unknown), service=""), re.S).group(1)
-    assert "patient-view" in error
+    assert "appointment-book" in error
 
 
 def test_the_picker_lists_only_hook_requests(client, tmp_path, monkeypatch):
@@ -215,7 +215,7 @@ def test_the_picker_lists_only_hook_requests(client, tmp_path, monkeypatch):
     (tmp_path / "a" / "request.json").write_text(json.dumps({"hook": "encounter-discharge", "context": {}}))
     (tmp_path / "bundle.json").write_text(json.dumps({"resourceType": "Bundle", "entry": []}))
     (tmp_path / "manifest.json").write_text(json.dumps({"transactionTime": "2026-01-01T00:00:00Z", "output": []}))
-    (tmp_path / "other-hook.json").write_text(json.dumps({"hook": "patient-view"}))
+    (tmp_path / "other-hook.json").write_text(json.dumps({"hook": "appointment-book"}))  # no service answers it
     (tmp_path / "broken.json").write_text("{")
     monkeypatch.setattr(playground, "FIXTURES", tmp_path)
     assert playground.vignettes() == {"a/request.json": "encounter-discharge"}

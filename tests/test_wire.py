@@ -147,17 +147,27 @@ FEEDBACK_CORPUS = _feedback_corpus()
 
 
 # --------------------------------------------------------------------------- the same models
-@pytest.fixture(scope="module")
-def document():
-    app = create_app({"database_url": "sqlite://", "log_level": "ERROR"})
+def _document(**settings):
+    app = create_app({"database_url": "sqlite://", "log_level": "ERROR", **settings})
     return app.test_client().get("/openapi.json").get_json()
 
 
-def test_the_openapi_components_are_the_models_json_schema(document):
+@pytest.fixture(scope="module")
+def document():
+    return _document()
+
+
+@pytest.mark.parametrize("cdi_review", [False, True], ids=["default", "cdi-review-on"])
+def test_the_openapi_components_are_the_models_json_schema(document, cdi_review):
+    """The services a deployment offers (the opt-in CDI review only when enabled), each from its model."""
+    document = _document(cdi_review=True) if cdi_review else document
     validate_openapi(document)  # OpenAPI 3.0.3, as openapi-spec-validator reads it
-    refs, schemas = wire.components(SERVICES.values())
+    offered = [s for s in SERVICES.values() if cdi_review or s.enabled_by is None]
+    assert {p for p in document["paths"] if p.startswith("/cds-services/")} == {
+        f"/cds-services/{s.id}{end}" for s in offered for end in ("", "/feedback")}
+    refs, schemas = wire.components(offered)
     assert document["components"]["schemas"] == json.loads(json.dumps(schemas))
-    for service in SERVICES.values():
+    for service in offered:
         call = document["paths"][f"/cds-services/{service.id}"]["post"]
         name = wire.hook_request_model(service).name
         assert call["requestBody"]["content"]["application/json"]["schema"] == refs[name]

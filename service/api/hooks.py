@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify
 from .. import collector
 from ..errors import Problem
 from ..pipeline import Call, answer_hook
-from ..services import SERVICES
+from ..config import PREFIX
+from ..services import SERVICES, enabled
 from .common import json_body, require_jwt, rules_url, runtime
 from .metrics import hook_answered, hook_finished, hook_started
 
@@ -21,13 +22,18 @@ blueprint.after_request(hook_finished)  # metrics: by service and outcome, cards
 
 @blueprint.get("/cds-services")
 def discovery():
-    return jsonify({"services": [s.discovery_entry() for s in SERVICES.values()]})
+    return jsonify({"services": [s.discovery_entry() for s in enabled(runtime().settings).values()]})
 
 
 @blueprint.post("/cds-services/<service_id>")
 def call_service(service_id: str):
-    service = SERVICES.get(service_id)
+    service = enabled(runtime().settings).get(service_id)
     if service is None:
+        opt_in = SERVICES.get(service_id)
+        if opt_in is not None and opt_in.enabled_by:  # an opt-in service this deployment does not offer
+            setting = f"{PREFIX}{opt_in.enabled_by.upper()}"
+            raise Problem.of(404, "not-found", f"the CDS service {service_id!r} is not enabled here: it is "
+                                               f"offered only with {setting}=true; see GET /cds-services")
         raise Problem.of(404, "not-found", f"no CDS service with id {service_id!r}; see GET /cds-services")
     deferred = []
     answer = answer_hook(runtime(), service, json_body(), Call(rules_url(), defer=deferred.append))

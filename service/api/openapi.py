@@ -13,7 +13,7 @@ from functools import lru_cache
 from flask import Blueprint, jsonify
 
 from .. import wire
-from ..services import SERVICES
+from ..services import enabled
 from .common import runtime
 
 blueprint = Blueprint("openapi", __name__)
@@ -21,8 +21,10 @@ blueprint = Blueprint("openapi", __name__)
 JSON = "application/json"
 
 @lru_cache(maxsize=4)
-def _components(max_items: int, max_comment: int) -> tuple[dict, dict]:
-    return wire.components(SERVICES.values(), max_items, max_comment)
+def _components(service_ids: tuple[str, ...], max_items: int, max_comment: int) -> tuple[dict, dict]:
+    from ..services import SERVICES
+
+    return wire.components([SERVICES[i] for i in service_ids], max_items, max_comment)
 
 
 def _errors(*statuses: int) -> dict:
@@ -35,7 +37,9 @@ def _errors(*statuses: int) -> dict:
 
 def document() -> dict:
     settings = runtime().settings
-    refs, schemas = copy.deepcopy(_components(settings.feedback_max_items, settings.feedback_max_comment))
+    services = enabled(settings)  # the services this deployment offers (an opt-in one only when enabled)
+    refs, schemas = copy.deepcopy(_components(tuple(services), settings.feedback_max_items,
+                                              settings.feedback_max_comment))
     paths = {
         "/cds-services": {"get": {
             "summary": "Discovery: the services and their prefetch templates", "operationId": "discovery",
@@ -67,7 +71,7 @@ def document() -> dict:
             "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
                           **_errors(404)}}},
     }
-    for service in SERVICES.values():
+    for service in services.values():
         paths[f"/cds-services/{service.id}"] = {"post": {
             "summary": f"{service.title} ({service.hook})", "operationId": f"call-{service.id}",
             "description": service.description,

@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 
 from ..cards import Card
 
-ALL_HOOKS = frozenset({"order-sign", "order-select", "encounter-sign", "encounter-discharge"})
+# patient-view: the CDI review (opt-in), which shows some kinds of the record-wide cards only (`shows`).
+ALL_HOOKS = frozenset({"order-sign", "order-select", "encounter-sign", "encounter-discharge", "patient-view"})
 # The hooks about orders: cards only about the orders (at order-select the selected ones) and the
 # diagnoses that are their reasons.
 ORDER_HOOKS = frozenset({"order-sign", "order-select"})
@@ -27,6 +28,9 @@ class RuleContext:
     value_sets: object
     hook: str
     max_cards: int = 12  # SPINE_CDS_MAX_CARDS: the rest are summarised in one card
+    # The service's view (services.CardView, e.g. the CDI review's kinds): which of the cards the
+    # arbitration keeps are shown; None: all of them.
+    shows: Callable[[Card], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list
     """The cards shown at this hook: every rule's candidates (in rule-id order, the budget
     checked between rules: DeadlineExceeded when it is spent), less those `screen` suppresses
     (feedback already given), then one arbitration
-    (`resolve.py`), then missing documentation asked as compliant queries (`queries.py`)."""
+    (`resolve.py`), then the service's view (`context.shows`: the arbitration decides over every
+    candidate, the view only leaves some of its cards out), then missing documentation asked as
+    compliant queries (`queries.py`), then the cap."""
     from .queries import as_queries
     from .resolve import cap, order_scope, resolve
 
@@ -77,6 +83,8 @@ def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list
     if screen is not None:
         candidates = screen(candidates)  # feedback: suppressed candidates take no part in the arbitration
     shown = resolve(candidates, findings, context, scope)
+    if context.shows is not None:
+        shown = [card for card in shown if context.shows(card)]
     return cap(as_queries(shown, findings, context), context)
 
 
