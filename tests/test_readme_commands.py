@@ -9,7 +9,8 @@ as a fresh clone of them would have), with nothing from this environment's SPINE
 - **one-shot commands** (`spine-cds evaluate`, `check-config`, `audit`, `make accuracy` ...) must
   exit 0; where the README shows their output after a `$ ` prompt, the output must be exactly that;
 - **serving commands** (`make run`, `spine-cds serve`) are started, must answer `/readyz` 200, and
-  are stopped at the end; the `curl` examples run against the instance the README's first serving
+  are stopped at the end (each after the first on a port and a data folder of its own, so that the
+  instance answering is the one the command started); the `curl` examples run against the instance the README's first serving
   command started, and must answer JSON that holds what the README shows under them (its quoted
   strings, except those abbreviated with `...`, and its `"key": number` pairs);
 - **Docker** commands run only where a Docker engine answers (`docker info`); elsewhere they are
@@ -327,7 +328,12 @@ def test_the_readme_command_runs_verbatim(command, copy, env, port, request):
         pytest.skip(f"excluded: {why}")
     if kind == "serve":
         served = request.getfixturevalue("served")
-        instance = served if served.command is command else Served(command, copy, env, port)
+        if served.command is command:
+            instance = served
+        else:  # beside the first (still serving the curl examples): a port and a data folder of its own
+            own = _free_port()
+            instance = Served(command, copy, dict(env, SPINE_CDS_PORT=str(own),
+                                                  SPINE_CDS_DATA_DIR=str(copy / f"data-L{command.line}")), own)
         try:
             assert instance.ready is not None, f"no /readyz 200 within {READY_WITHIN} s:\n{instance.tail()}"
             assert requests.get(instance.url + "/healthz", timeout=5).status_code == 200
