@@ -215,27 +215,27 @@ def run_dask(path: str | Path, workers: int, progress, started: float, scheduler
             wanted = npartitions or max(len(parts), 4 * workers)  # a tasks shuffle keeps its input's partitions
             if wanted != len(parts):
                 resources = resources.repartition(npartitions=wanted)
-            grouped = resources.groupby(_owner, shuffle="tasks")
+            # The shuffle's output held on the workers (recomputed from its blocks if a worker dies), so
+            # that the patients' ids and the audit read it once. The ids are gathered before any audit task
+            # runs: a worker that dies auditing a partition cannot take the ids of that partition with it.
+            grouped = client.persist(resources.groupby(_owner, shuffle="tasks"), optimize_graph=False)
+            keys_f = client.compute(grouped.map_partitions(patients_of).to_delayed(optimize_graph=False),
+                                    optimize_graph=False)
+            known = []  # each partition's patients, held here once known
+            for n, future in enumerate(keys_f):
+                try:
+                    known.append(future.result())
+                except Exception:  # noqa: BLE001 - the partition could not even be grouped: it is named
+                    known.append([f"(partition {n})"])
+                future.release()
             audited = grouped.map_partitions(audit_groups).to_delayed(optimize_graph=False)
-            keys = grouped.map_partitions(patients_of).to_delayed(optimize_graph=False)
             notes = dask.delayed(_concat, pure=True)(parsed.filter(_is_note).to_delayed(optimize_graph=False))
-            # The same task keys in both (no graph optimisation): the shuffle's output is computed once for
-            # the patients' ids and for the audit. The ids first (priority): a worker that dies auditing a
-            # partition must not take the ids of that partition with it.
-            keys_f = client.compute(keys, optimize_graph=False, priority=10)
             futures = client.compute(audited + [notes], optimize_graph=False)
             audit_f, notes_f = futures[:-1], futures[-1]
             partition_of = {f.key: n for n, f in enumerate(audit_f)}
             if progress:
                 print(f"audit: {len(parts)} blocks read and grouped by patient into {len(audit_f)} partitions "
                       f"on {workers} workers", file=progress, flush=True)
-            known = []  # each partition's patients, held here once known: a worker's death cannot lose them
-            for n, future in enumerate(keys_f):
-                try:
-                    known.append(future.result())
-                except Exception:  # noqa: BLE001 - killed with its partition's audit: the partition is named
-                    known.append([f"(partition {n})"])
-                future.release()
             shown = Progress(progress, len(audit_f), started, unit="partitions")
             shown.total_patients = sum(len(k) for k in known)
             rows: list[dict] = []
