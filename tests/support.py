@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,7 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")  # Debian's: `make browser`
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
 EXAMPLES = Path(__file__).resolve().parent / "cds_hooks_examples"
@@ -116,3 +119,25 @@ def outcome_issues(response) -> list[dict]:
     body = response.get_json() if hasattr(response, "get_json") else response.json()
     assert body["resourceType"] == "OperationOutcome", body
     return body["issue"]
+
+
+def headless_chromium():
+    """A headless Chromium under selenium, flagged as this machine needs it (no background networking:
+    the closed network refuses it), with a profile of its own; a generator for a pytest fixture."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", f"--user-data-dir={profile}", "--window-size=1200,1600"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -2,24 +2,18 @@
 chromium-driver, installed by `make test`) driven by Selenium. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import pytest
 
 from service import create_app
 
-from .support import ROOT, ServedApp
+from .support import CHROMIUM, CHROMEDRIVER as DRIVER, ROOT, ServedApp, headless_chromium
 
 pytestmark = pytest.mark.served
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
     pytest.skip("Chromium and chromedriver are not installed (Debian packages chromium, chromium-driver; "
                 "`make test` installs them when it can): the browser tests did not run", allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -39,18 +33,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", f"--user-data-dir={profile}", "--window-size=1200,1600"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from headless_chromium()
 
 
 def _submit(driver, button, wait_for: str):

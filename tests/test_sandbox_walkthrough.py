@@ -22,7 +22,6 @@ import base64
 import functools
 import json
 import shutil
-import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from .served import Gunicorn
-from .support import FIXTURES, ROOT
+from .support import CHROMIUM, CHROMEDRIVER as DRIVER, FIXTURES, ROOT, headless_chromium
 
 SANDBOX = FIXTURES / "sandbox"
 PAGE = Path(__file__).resolve().parent / "sandbox_page" / "index.html"
@@ -66,7 +65,6 @@ def test_the_record_to_load_is_a_valid_r4_transaction_bundle_of_the_requests_pat
 
 
 # ------------------------------------------------------------------------------ the browser
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
     reason="Chromium and chromedriver are not installed (Debian packages chromium, chromium-driver; `make test` "
@@ -146,21 +144,7 @@ def walkthrough(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", f"--user-data-dir={profile}", "--window-size=1200,1600"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    yield from headless_chromium()
 
 
 def _open(browser, url: str):
