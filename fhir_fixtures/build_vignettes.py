@@ -70,8 +70,18 @@ def _searchset(resources: list[dict]) -> dict:
                       for r in resources]}
 
 
+def _condition_coding(spec: dict) -> dict:
+    """A Condition's coding: ICD-10-CM, or SNOMED CT alone (`system = "snomed"`, the SCTID as `code`,
+    its term as `display`), as problem lists mapped to ICD-10-CM only at billing send it."""
+    if spec.get("system") == "snomed":
+        coding = {"system": SNOMED, "code": spec["code"]}
+        if spec.get("display"):
+            coding["display"] = spec["display"]
+        return coding
+    return {"system": ICD, "code": spec["code"]}
+
+
 def _condition(n: int, spec: dict) -> dict:
-    code = spec["code"]
     resource = {
         "resourceType": "Condition", "id": f"cond-{n}",
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -80,7 +90,7 @@ def _condition(n: int, spec: dict) -> dict:
                                            "code": spec.get("verification", "confirmed")}]},
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                   "code": spec.get("category", "encounter-diagnosis")}]}],
-        "code": {"coding": [{"system": ICD, "code": code}]},
+        "code": {"coding": [_condition_coding(spec)]},
         "subject": {"reference": f"Patient/{PATIENT}"},
         "encounter": {"reference": f"Encounter/{ENCOUNTER}"},
         "recordedDate": "2026-11-20",

@@ -161,6 +161,30 @@ def test_real_words_near_the_vocabulary_are_not_corrected(word):
     assert SPELLING.correction(word) is None
 
 
+@pytest.mark.parametrize("entry", SPELLING.spoken.examples, ids=[e.written for e in SPELLING.spoken.examples])
+def test_every_spoken_level_by_its_example(entry):
+    """Dictated levels read as the written level: the finding of the example takes its level, and
+    the evidence quotes the dictated words."""
+    normalized = SPELLING.normalize(entry.example)
+    assert entry.means in normalized.text
+    found = [f for f in read(entry.example) if f.kind == entry.example_finding]
+    assert found and found[0].specific, entry.example
+    assert found[0].level == entry.means
+    assert found[0].evidence.text == entry.example
+
+
+@pytest.mark.parametrize("text", SPELLING.spoken.not_level_examples)
+def test_number_words_in_ordinary_prose_are_no_level(text):
+    assert SPELLING.normalize(text).text in (text, text.replace("S one S two", "S1 S2"))
+    assert all(f.region is None and not f.specific for f in read(text)), [f[:5] for f in read(text)]
+
+
+def test_a_spoken_level_needs_a_number_of_its_column():
+    assert SPELLING.normalize("C nine and L six were named.").text == "C nine and L six were named."
+    assert SPELLING.normalize("Dr. C two saw her; C two root irritation.").text == \
+        "Dr. C two saw her; C2 root irritation."
+
+
 def test_short_words_are_never_corrected():
     assert SPELLING.correction("stenois") is None  # 7 letters: too many real words one edit apart
 

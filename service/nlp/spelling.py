@@ -73,12 +73,98 @@ class Normalized:
         return self.original(start), self.original(end)
 
 
+_SPOKEN_KEYS = {"numbers", "not_after", "not_before", "levels", "not_levels"}
+_SPOKEN_LEVEL_KEYS = {"written", "means", "example", "example_finding"}
+_LETTER_RANGE = {"C": range(0, 9), "T": range(1, 13), "L": range(1, 6), "S": range(1, 6)}
+_WORD_BEFORE = re.compile(r"([a-z]+)\W*$")
+_WORD_AFTER = re.compile(r"\W*([a-z]+)")
+
+
+class SpokenLevels:
+    """Levels as speech recognition writes them ("C two", "C one dash C two", "C one-two"), read as
+    written levels (spelling.toml [spoken_levels]). One regular expression over the text, each match
+    checked against the words around it: linear."""
+
+    def __init__(self, spec, name: str):
+        if spec is None:
+            spec = {"numbers": [], "not_after": [], "not_before": []}
+        if not isinstance(spec, dict) or set(spec) - _SPOKEN_KEYS:
+            raise LexiconError(f"{name}: [spoken_levels] keys must be among {sorted(_SPOKEN_KEYS)}")
+        for key in ("numbers", "not_after", "not_before"):
+            words = spec.get(key, [])
+            if not isinstance(words, list) or not all(isinstance(w, str) and w.isalpha() and w == w.lower()
+                                                      for w in words):
+                raise LexiconError(f"{name}: [spoken_levels] {key} must be a list of lower-case words")
+        self.numbers = {word: n for n, word in enumerate(spec.get("numbers", []))}
+        self.not_after = frozenset(spec.get("not_after", []))
+        self.not_before = frozenset(spec.get("not_before", []))
+        self.examples: list[Example] = []
+        for n, entry in enumerate(spec.get("levels", [])):
+            where = f"{name}: [[spoken_levels.levels]] #{n + 1}"
+            if not isinstance(entry, dict) or set(entry) != _SPOKEN_LEVEL_KEYS:
+                raise LexiconError(f"{where}: needs exactly {sorted(_SPOKEN_LEVEL_KEYS)}")
+            require_text(entry, tuple(_SPOKEN_LEVEL_KEYS), where)
+            self.examples.append(Example(entry["written"], entry["means"], entry["example"], entry["example_finding"]))
+        not_levels = spec.get("not_levels", {"examples": []})
+        if not isinstance(not_levels, dict) or set(not_levels) != {"examples"} or \
+                not all(isinstance(t, str) and t.strip() for t in not_levels["examples"]):
+            raise LexiconError(f"{name}: [spoken_levels.not_levels] needs `examples`, a list of texts")
+        self.not_level_examples: list[str] = list(not_levels["examples"])
+        self._pattern = None
+        if self.numbers:
+            words = "|".join(sorted(self.numbers, key=len, reverse=True))
+            number = rf"(?i:{words})\b"
+            self._pattern = re.compile(
+                rf"(?<![\w.-])(?P<l1>[CTLS])[ -]?(?:(?P<w1>{number})|(?P<d1>\d{{1,2}})(?=\s+dash\s))"
+                rf"(?:(?P<sep>[ \t]*[-\u2013/][ \t]*|[ \t]+(?i:dash|to|through|on|over)[ \t]+)"
+                rf"(?:(?P<l2>[CTLS])[ -]?)?(?:(?P<w2>{number})|(?P<d2>\d{{1,2}})\b))?")
+        self._gate = tuple(self.numbers) + (" dash ",)
+
+    def _value(self, word: str | None, digits: str | None) -> int | None:
+        if word is not None:
+            return self.numbers.get(word.lower())
+        return int(digits) if digits is not None else None
+
+    def replacements(self, text: str, lowered: str) -> list[tuple[int, int, str]]:
+        """(start, end, written level) of each spoken level of the text."""
+        if self._pattern is None or not any(g in lowered for g in self._gate):
+            return []
+        out = []
+        for m in self._pattern.finditer(text):
+            if m.group("w1") is None and m.group("w2") is None and "dash" not in (m.group("sep") or ""):
+                continue  # written as a level already
+            letter = m.group("l1")
+            first = self._value(m.group("w1"), m.group("d1"))
+            if first not in _LETTER_RANGE[letter]:
+                continue
+            before = _WORD_BEFORE.search(lowered, max(0, m.start() - 30), m.start())
+            if before and before.group(1) in self.not_after:
+                continue  # "hepatitis C two years ago", "vitamin C two tablets"
+            end, written = m.end(), f"{letter}{first}"
+            if m.group("sep") is not None:
+                second_letter = m.group("l2") or letter
+                second = self._value(m.group("w2"), m.group("d2"))
+                if second_letter in _LETTER_RANGE and second in _LETTER_RANGE[second_letter]:
+                    word = m.group("sep").strip().lower()
+                    joint = "-" if word in ("-", "\u2013", "dash") else "/" if word == "/" else f" {word} "
+                    written += joint + (m.group("l2") or "") + str(second)
+                else:
+                    end = m.end("w1") if m.group("w1") is not None else m.end("d1")
+                    if m.group("w1") is None:
+                        continue
+            after = _WORD_AFTER.match(lowered, end)
+            if after and after.group(1) in self.not_before:
+                continue  # "C two years", "S one times"
+            out.append((m.start(), end, written))
+        return out
+
+
 class SpellingLexicon:
     def __init__(self, path: Path = KNOWLEDGE / "spelling.toml"):
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
         name = Path(path).name
-        unknown = set(raw) - {"vocabulary", "protected", "abbreviations", "misspellings"}
+        unknown = set(raw) - {"vocabulary", "protected", "abbreviations", "misspellings", "spoken_levels"}
         if unknown:
             raise LexiconError(f"{name}: unknown keys {sorted(unknown)}")
         for key in ("vocabulary", "protected"):
@@ -112,6 +198,7 @@ class SpellingLexicon:
         self._any_case_scan = scan(list(any_case))
         self._cache: dict[str, str | None] = {}
         self._starts = frozenset(self._by_start)
+        self.spoken = SpokenLevels(raw.get("spoken_levels"), name)
 
     @staticmethod
     def _entry(spec, keys: set[str], where: str) -> Example:
@@ -154,6 +241,7 @@ class SpellingLexicon:
                 means = table.get(m.group())
                 if means:
                     replacements.append((m.start(), m.end(), means))
+        replacements.extend(self.spoken.replacements(text, lowered))
         starts = self._starts
         # Misspellings, on the lower-cased text; only a word that starts like a vocabulary word can
         # misspell one, so most long words cost a set look-up.
