@@ -180,7 +180,8 @@ def build(vignette: dict) -> dict:
     ranks = vignette.get("ranks") or list(range(1, len(conditions) + 1))
     encounter = {
         "resourceType": "Encounter", "id": ENCOUNTER, "status": "in-progress",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                  "code": vignette.get("encounter_class", "AMB")},
         "subject": {"reference": f"Patient/{PATIENT}"}, "period": {"start": "2026-11-20T09:00:00-05:00"},
     }
     if conditions:

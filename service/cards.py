@@ -68,6 +68,14 @@ class CardCatalogue:
             finalize=escaping.markdown,  # every printed value escaped: chart text is data, never markup
         )
         self.env.filters["md"] = escape_markdown  # kept for templates that say so; finalize does it anyway
+        self.notes = {}
+        for name, text in (self.contract.get("notes") or {}).items():
+            if not isinstance(text, str) or not text.strip():
+                raise TemplateError(f"cards/contract.toml: [notes] {name} must be a markdown text")
+            try:
+                self.notes[name] = self.env.from_string(text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"cards/contract.toml: note {name} line {exc.lineno}: {exc.message}") from None
         self.templates: dict[str, RuleTemplate] = {}
         for path in sorted(self.directory.glob("*.toml")):
             if path.name != "contract.toml":
@@ -141,6 +149,8 @@ class CardCatalogue:
         values.setdefault("source", escaping.Markdown(template.source))
         summary = variant.get("summary", template.summary).render(values).strip()
         detail = variant.get("detail", template.detail).render(values).strip()
+        for name, note_values in card.notes:
+            detail += "\n\n" + self.notes[name].render(note_values).strip()
         suggestions = {**template.suggestions, **variant.get("suggestions", {})}
         return (variant.get("kind", template.kind), variant.get("indicator", template.indicator),
                 summary, detail, {k: t for k, t in suggestions.items()}, values)
@@ -213,6 +223,9 @@ class Card:
     # A decision, never shown: the documentation supports keeping these codes together (unrelated
     # conditions, guideline I.A.12.a): removal cards on the same resources are not shown either.
     keeps: bool = False
+    # Notes the detail ends with, (name, values): the wording is cards/contract.toml [notes].<name>
+    # (the care setting's convention a card applied, a Condition read from SNOMED CT).
+    notes: list = field(default_factory=list)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_json(self, catalogue: CardCatalogue, rules_base_url: str) -> dict:

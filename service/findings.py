@@ -8,16 +8,19 @@ only the domain facts and the queries the rules share.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
 
+from .care_setting import CARE_SETTINGS, CareSetting
 from .deadline import Deadline
 from .evidence_policy import evidence_sources
 from .nlp.reader import Evidence, Finding, TextReader  # noqa: F401 (Evidence and Finding are the rules' vocabulary)
 from .record import PatientRecord
+from .snomed import SNOMED_MAP, SnomedConcept
 from .terminology import ICD10CM, Terminology
 from .valuesets import ValueSets
 
@@ -44,12 +47,19 @@ class CodedCondition:
     category: str | None
     rank: int | None                # Encounter.diagnosis rank (or its order)
     date: str | None
+    # Coded in SNOMED CT only: the reviewed concept (knowledge/snomed_map.toml) its ICD-10-CM code
+    # `codes` is read from, as a biller maps it; None when the Condition has an ICD-10-CM coding.
+    read_from: SnomedConcept | None = None
 
     @property
     def code(self) -> str | None:
         return self.codes[0] if self.codes else None
 
     def evidence(self) -> Evidence:
+        if self.read_from is not None:
+            concept = self.read_from
+            return Evidence(self.reference, "code", f"SNOMED CT {concept.sctid} {self.text or concept.term} "
+                            f"(read as {self.code})", "affirmed", self.date)
         return Evidence(self.reference, "code", f"{self.code}{' ' + self.text if self.text else ''}",
                         "affirmed", self.date)
 
@@ -87,9 +97,36 @@ class Findings:
     read_text: object = None  # () -> Reading: the text is read when a rule first asks
     limits: dict = field(default_factory=dict)  # reading caps reached (name → times), for the answer
     memo: dict = field(default_factory=dict)    # analyses several rules share, computed once per call
+    setting: CareSetting | None = None          # the care setting (care_setting.py)
+    # The inpatient convention (Section II.H): a diagnosis this encounter's notes document with the
+    # Guidelines' uncertainty terms ("likely C2 radiculopathy") counts as affirmed. Its evidence
+    # keeps the assertion "uncertain", so a card that rests on it says so and names the convention.
+    codes_uncertain: bool = False
+
+    def as_if_established(self) -> "Findings":
+        """The same facts read by the inpatient convention (what an outpatient card must not
+        propose, and asks about instead). The text is not read again."""
+        return dataclasses.replace(self, memo={}, limits=self.limits, codes_uncertain=True)
+
+    def hedged(self) -> list[Finding]:
+        """Findings of this encounter's notes that the inpatient convention codes as if established:
+        diagnoses documented with the Guidelines' uncertainty terms (not in a report, not in a
+        note of an earlier encounter). Empty when the text was never read (no rule needed it)."""
+        if "text" not in self.__dict__:
+            return []
+        diagnoses = CARE_SETTINGS.diagnoses
+        return [f for f in self.text if f.evidence.assertion == "uncertain" and _hedged(f, diagnoses)]
 
     @cached_property
     def text(self) -> list[Finding]:
+        found = self._read()
+        if not self.codes_uncertain:
+            return found
+        diagnoses = CARE_SETTINGS.diagnoses
+        return [f._replace(assertion="affirmed") if f.assertion == "uncertain" and _hedged(f, diagnoses) else f
+                for f in found]
+
+    def _read(self) -> list[Finding]:
         """Findings of codes and text. Reading the text is most of a hook call's cost, and a record
         without a spine code or order never needs it: the rules ask for it only after their codes.
 
@@ -115,6 +152,10 @@ class Findings:
         return out
 
     # Queries the rules share.
+    def read_from_snomed(self, reference: str | None) -> CodedCondition | None:
+        """The Condition `reference` when it is coded in SNOMED CT only (read through the map)."""
+        return next((c for c in self.conditions if c.reference == reference and c.read_from is not None), None)
+
     def current(self, firm: bool = True) -> list[CodedCondition]:
         return self._current_firm if firm else self._current_all
 
@@ -149,6 +190,10 @@ class Findings:
 
 
 
+def _hedged(f: Finding, diagnoses: frozenset) -> bool:
+    return f.hedged and not f.prior and not f.from_report and f.kind in diagnoses
+
+
 @functools.lru_cache(maxsize=1024)
 def _bare(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p.replace(".", "") for p in prefixes)
@@ -156,7 +201,8 @@ def _bare(prefixes: tuple[str, ...]) -> tuple[str, ...]:
 
 def gather_findings(record: PatientRecord, reader: TextReader, value_sets: ValueSets,
                     terminology: Terminology, deadline: Deadline | None = None) -> Findings:
-    findings = Findings(record)
+    setting = CARE_SETTINGS.of(record.encounter, record.hook)
+    findings = Findings(record, setting=setting, codes_uncertain=setting.codes_uncertain)
     ranks = _encounter_ranks(record)
     for condition in record.conditions:
         findings.conditions.append(_coded_condition(condition, ranks, terminology))
@@ -183,10 +229,14 @@ def gather_findings(record: PatientRecord, reader: TextReader, value_sets: Value
     for order in record.draft_orders:
         findings.orders.append(_draft_order(order, record, terminology))
 
+    read: list = []  # the reading, once: the facts read by another convention share it
+
     def read_text():
-        if deadline is not None:
-            deadline.check()
-        return reader.read_all(evidence_sources(record, report_refs), deadline)
+        if not read:
+            if deadline is not None:
+                deadline.check()
+            read.append(reader.read_all(evidence_sources(record, report_refs), deadline))
+        return read[0]
 
     findings.read_text = read_text
     return findings
@@ -212,9 +262,17 @@ def _coded_condition(condition, ranks: dict[str, int], terminology: Terminology)
     current = clinical not in NOT_CURRENT and verification not in INVALID
     categories = [c.code for cat in condition.category or [] for c in cat.coding or []]
     ref = f"Condition/{condition.id}"
+    codes = _icd_codes(condition.code, terminology)
+    read_from = None
+    if not codes and condition.code is not None:
+        # Coded in SNOMED CT only: read as its ICD-10-CM equivalent by the reviewed map.
+        read_from = SNOMED_MAP.reading([{"system": c.system, "code": c.code} for c in condition.code.coding or []])
+        if read_from is not None:
+            codes = (read_from.icd10cm,)
     return CodedCondition(
         reference=ref,
-        codes=_icd_codes(condition.code, terminology),
+        codes=codes,
+        read_from=read_from,
         snomed=tuple(c.code for c in (condition.code.coding if condition.code else None) or [] if c.system == SNOMED),
         text=condition.code.text if condition.code else None,
         current=current,

@@ -329,7 +329,9 @@ def test_the_same_code_on_the_problem_list_and_the_encounter_is_answered_for_bot
 
 
 def test_which_cards_are_queries():
-    assert NOT_ASKED == {("SPL-TRAUMA", None)}
+    assert NOT_ASKED == {("SPL-TRAUMA", None), ("RAD-INJURY", "undetermined")}
+    assert not asks(Card(rule="RAD-INJURY", variant="undetermined", missing_documentation=["region"]))
+    assert asks(Card(rule="DOC-UNCERTAIN", missing_documentation=["diagnosis-certainty"]))
     assert asks(Card(rule="SPL-TRAUMA", variant="undetermined", missing_documentation=["fracture-detail"]))
     assert not asks(Card(rule="SPL-TRAUMA", missing_documentation=["fracture-detail"]))
     assert not asks(Card(rule="SPL-SPECIFICITY"))

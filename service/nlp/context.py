@@ -4,7 +4,9 @@ Triggers come from `service/knowledge/context_rules.json`, checked against its s
 A trigger modifies the findings in its scope: after it (FORWARD), before it (BACKWARD) or both,
 up to a terminator, the sentence end, or `max_scope` words. PSEUDO phrases ("no interval
 change") contain a trigger word but are not triggers. Where several triggers reach a finding,
-negation wins over family, family over uncertainty, uncertainty over history.
+negation wins over family, family over uncertainty, uncertainty over history. An uncertainty of
+the Official Guidelines' terms alone ("likely", "probable", "suspected") is "probable": workup
+wording ("rule out", "evaluate for") makes it plain uncertain.
 """
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from pathlib import Path
 
 from .concepts import KNOWLEDGE, LexiconError, Target, anchors_of, lower_same_length, require_text
 
-CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY",
-              "PSEUDO", "TERMINATE")
+CATEGORIES = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "PROBABLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL",
+              "FAMILY", "PSEUDO", "TERMINATE")
 DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO")
-ASSERTIONS = ("affirmed", "negated", "uncertain", "historical", "family")
-_PRIORITY = {"negated": 0, "family": 1, "uncertain": 2, "historical": 3}
+# "probable": uncertain by one of the Official Guidelines' uncertainty terms (Section II.H: probable,
+# likely, suspected ...) and by nothing else; the reader reads it as uncertain and marks it hedged.
+ASSERTIONS = ("affirmed", "negated", "uncertain", "probable", "historical", "family")
+_PRIORITY = {"negated": 0, "family": 1, "uncertain": 2, "probable": 3, "historical": 4}
 _RULE_KEYS = {"literal", "pattern", "category", "direction", "max_scope", "example", "example_finding",
               "example_assertion", "words"}
 DEFAULT_SCOPE = {"FORWARD": 10, "BACKWARD": 6}

@@ -39,6 +39,10 @@ _CAUSING = re.compile(r"\b(?:causing|resulting\s+in|producing|with\s+resultant|w
                       r"accounts?\s+for|responsible\s+for)\b", re.IGNORECASE)
 _NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s|\bnot\b|\bno\b|n't\b|\bunrelated\b|\brather\s+than\b|"
                       r"\bunlikely\b|\bwithout\b|\bnor\b", re.IGNORECASE)
+_ADJECTIVE = re.compile(r"(?:post-?\s?)?traumatic")
+# What an injury can cause (beside the effects above): "subluxation of C1 on C2 from the MVC".
+INJURED = frozenset({"displacement", "dislocation", "instability", "fracture"})
+_AFTER = re.compile(r"\b(?:after|following|sustained\s+in)\b", re.IGNORECASE)
 MAX_GAP = 60  # characters between a modifier and its finding: further off, it modifies something else
 _KEYS = {"patterns", "example", "example_finding", "not_finding", "attaches"}
 ATTACHES = ("nearest", "before", "after")
@@ -73,8 +77,11 @@ class ModifierLexicon:
             raise LexiconError(f"{name}: invalid pattern ({exc})") from None
         self.names = tuple(raw)
 
-    def attach(self, lowered_sentence: str, targets: list[Target]) -> list[frozenset[str]]:
-        """The modifiers of each target (same order; `targets` sorted by start)."""
+    def attach(self, lowered_sentence: str, targets: list[Target], assertions: list[str] | None = None
+               ) -> list[frozenset[str]]:
+        """The modifiers of each target (same order; `targets` sorted by start). With `assertions`
+        (the targets'), a negated trauma adjective ("no acute traumatic malalignment") modifies
+        no other finding."""
         heads = [t for t in targets if t.finding in HEADS]
         out: dict[int, set[str]] = {}
         if not any(t.finding in MODIFIED for t in heads) or (self._anchors is not None and not any(a in lowered_sentence for a in self._anchors)):
@@ -100,6 +107,18 @@ class ModifierLexicon:
                     owner = after
                 else:
                     owner = before
+            if owner is not None and owner.finding == "trauma" and _ADJECTIVE.fullmatch(owner.text.lower()):
+                # "Traumatic anterolisthesis", "acute post-traumatic C1-C2 subluxation": the adjective
+                # is a trauma finding of its own words, and it and its modifiers belong to the
+                # finding it qualifies (an event noun, "the MVC", modifies nothing else: the note
+                # links it to what it caused, `links`). Negated ("no acute traumatic
+                # malalignment"), it qualifies nothing.
+                k = index[id(owner)]
+                if assertions is not None and assertions[k] == "negated":
+                    continue
+                neighbours = [t for t in targets[k + 1:k + 2] + targets[max(0, k - 1):k]
+                              if t.finding in HEADS and t.finding != "trauma"]
+                owner = neighbours[0] if neighbours else owner
             if owner is not None and _gap(owner, m.start(), m.end()) <= MAX_GAP:
                 out.setdefault(index[id(owner)], set()).add(name)
         return [frozenset(out.get(n, ())) for n in range(len(targets))]
@@ -126,6 +145,10 @@ def links(sentence: str, targets: list[Target], assertions: list[str] | None = N
             pass
         elif first.finding in CAUSES and second.finding in EFFECTS and _CAUSING.search(gap):
             pass
+        elif first.finding in INJURED and second.finding == "trauma" and (_EFFECT_OF.search(gap) or _AFTER.search(gap)):
+            pass  # "C1-C2 subluxation from the MVC", "dens fracture after a fall"
+        elif first.finding == "trauma" and second.finding in INJURED and _CAUSING.search(gap):
+            pass  # "MVC with resulting C1-C2 subluxation"
         else:
             continue
         out[a].add(b)

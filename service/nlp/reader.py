@@ -77,6 +77,10 @@ class Finding(NamedTuple):
     linked: frozenset = frozenset()     # kinds of the findings the note names as its cause or effect
     section: str = "none"               # the kind of section it was read in
     prior: bool = False                 # read in a note of an earlier encounter
+    # Uncertain by the Official Guidelines' uncertainty terms only ("likely C2 radiculopathy"), in
+    # the text's own words (not by its section, a plan, or workup wording such as "rule out"): what
+    # the inpatient convention codes as if established (Section II.H), the outpatient one not (IV.H).
+    hedged: bool = False
 
     @property
     def affirmed(self) -> bool:
@@ -227,7 +231,7 @@ class TextReader:
             line_level = line_levels.get(i)
             analysed = self._analyse(sentence, [Target(t.finding, t.start - start, t.end - start, t.text)
                                                 for t in by_sentence[i]], section, line_level)
-            for kind, assertion, region, level, specific, upper, phrase, modifiers, linked in analysed:
+            for kind, assertion, region, level, specific, upper, phrase, modifiers, linked, hedged in analysed:
                 key = (i, assertion)
                 evidence = evidence_cache.get(key)
                 if evidence is None:
@@ -235,7 +239,7 @@ class TextReader:
                     evidence = evidence_cache[key] = Evidence(source.reference, source.element,
                                                               original[o_start:o_end], assertion, source.date)
                 found.append(Finding(kind, assertion, region, level, specific, upper, phrase, evidence,
-                                     source.from_report, modifiers, linked, section.name, source.prior))
+                                     source.from_report, modifiers, linked, section.name, source.prior, hedged))
         return tuple(_addendum_supersedes(found))
 
     def _analyse(self, sentence: str, matches: list[Target], section: SectionKind,
@@ -250,8 +254,8 @@ class TextReader:
 
     def analyse_sentence(self, sentence: str, matches: list[Target] | None = None,
                          section: SectionKind = NO_SECTION, line_level: LevelMention | None = None) -> tuple:
-        """(kind, assertion, region, level, specific, upper, phrase, modifiers, linked) of each
-        finding of a sentence."""
+        """(kind, assertion, region, level, specific, upper, phrase, modifiers, linked, hedged) of
+        each finding of a sentence."""
         if matches is None:
             targets = self.concepts.targets(sentence)
         else:
@@ -266,12 +270,16 @@ class TextReader:
         levels = _levels_by_target(sentence, targets, find_levels(sentence), self.concepts, line_level) \
             if leveled else {}
         lowered = lower_same_length(sentence)
-        modifiers = self.modifiers.attach(lowered, targets)
+        modifiers = self.modifiers.attach(lowered, targets, assertions)
         linked = links(sentence, targets, assertions)
         ongoing = bool(section.planned) and _ONGOING.search(sentence) is not None
         placed = [_level_of(levels.get(t, ()), self.concepts.concepts[t.finding].level_from) for t in targets]
         out = []
         for n, (target, assertion) in enumerate(zip(targets, assertions)):
+            hedged = assertion == "probable"
+            if hedged:
+                assertion = "uncertain"
+                hedged = section.assertion not in _SECTION_EFFECT and target.finding not in section.planned
             if assertion == "affirmed" and section.assertion in _SECTION_EFFECT:
                 assertion = _SECTION_EFFECT[section.assertion]
             if assertion == "affirmed" and target.finding in section.planned and not ongoing:
@@ -282,7 +290,7 @@ class TextReader:
             # the findings the note links it to, with the region each is at: (kind, region)
             causes = frozenset((targets[m].finding, placed[m][0]) for m in linked[n])
             out.append((target.finding, assertion, region, level, specific, upper, target.text,
-                        modifiers[n], causes))
+                        modifiers[n], causes, hedged))
         return tuple(out)
 
 

@@ -3,7 +3,8 @@
 A rule is a small pure function of the patient's findings that returns cards (or nothing).
 Each declares its id, the hooks it runs at, and lives in the module of its family:
 `spondylolisthesis.py` (SPL-*), `radiculopathy.py` (RAD-*), `orders.py` (ORD-*),
-`tabular.py` (TAB-*). Its wording is in cards/<RULE-ID>.toml. The registry below is all the
+`tabular.py` (TAB-*), `conventions.py` (DOC-UNCERTAIN: the care setting's convention for
+uncertain diagnoses, across the families). Its wording is in cards/<RULE-ID>.toml. The registry below is all the
 pipeline knows about them.
 """
 from __future__ import annotations
@@ -38,21 +39,37 @@ class Rule:
     id: str
     hooks: frozenset[str]
     check: Callable[..., Iterable[Card]]
+    # A rule about the other rules' candidates (DOC-UNCERTAIN: what they would propose by another
+    # convention): it runs after them, as check(findings, context, candidates, deadline).
+    after_others: bool = False
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS):
+def rule(rule_id: str, hooks: Iterable[str] = ALL_HOOKS, after_others: bool = False):
     """Register a rule function under its id (ids are unique: a second one is a bug)."""
 
     def register(function):
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id} is declared twice")
-        RULES[rule_id] = Rule(rule_id, frozenset(hooks), function)
+        RULES[rule_id] = Rule(rule_id, frozenset(hooks), function, after_others)
         return function
 
     return register
+
+
+def candidates_of(findings, context: RuleContext, deadline=None) -> list[Card]:
+    """Every rule's candidates at this hook, in rule-id order (the budget checked between rules),
+    the rules about the others' candidates last."""
+    candidates: list[Card] = []
+    for rule_id in sorted(RULES):
+        entry = RULES[rule_id]
+        if context.hook in entry.hooks and not entry.after_others:
+            if deadline is not None:
+                deadline.check()
+            candidates.extend(entry.check(findings, context))
+    return candidates
 
 
 def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list[Card]:
@@ -73,19 +90,21 @@ def evaluate(findings, context: RuleContext, deadline=None, screen=None) -> list
         scope = order_scope(findings, context.value_sets)
         if not scope:
             return []
-    candidates: list[Card] = []
+    from .conventions import annotate
+
+    candidates = candidates_of(findings, context, deadline)
     for rule_id in sorted(RULES):
         entry = RULES[rule_id]
-        if context.hook in entry.hooks:
+        if context.hook in entry.hooks and entry.after_others:
             if deadline is not None:
                 deadline.check()
-            candidates.extend(entry.check(findings, context))
+            candidates.extend(entry.check(findings, context, list(candidates), deadline))
     if screen is not None:
         candidates = screen(candidates)  # feedback: suppressed candidates take no part in the arbitration
     shown = resolve(candidates, findings, context, scope)
     if context.shows is not None:
         shown = [card for card in shown if context.shows(card)]
-    return cap(as_queries(shown, findings, context), context)
+    return cap(annotate(as_queries(shown, findings, context), findings), context)
 
 
 # Caps the rules apply, reported in the answer's extension like the reader's (no content, counts).
@@ -105,7 +124,7 @@ def describe_rule_limits(limits: dict[str, int]) -> list[dict]:
 
 def load_rules() -> dict[str, Rule]:
     """Import every rule module (registration happens at import)."""
-    from . import orders, radiculopathy, spondylolisthesis, tabular  # noqa: F401
+    from . import conventions, orders, radiculopathy, spondylolisthesis, tabular  # noqa: F401
 
     return RULES
 

@@ -35,6 +35,9 @@ Which cards are queries (every card with missing documentation, except those nam
 - **RAD-CERVICALGIA** (asks while proposing): whether the neck pain is radicular is the
   provider's finding; the proposal (M54.2) is the action of the answer "neck pain without
   radicular signs or symptoms".
+- **DOC-UNCERTAIN** (outpatient, Section IV.H): a diagnosis documented as probable or likely;
+  the card asks whether it is established, remains uncertain or was ruled out. No answer sets a
+  code: the coder codes the documentation that follows.
 - **SPL-TRAUMA, variant undetermined**: the acute injury is documented but its type or
   displacement is not, so no billable code can be chosen; the card asks for the detail. Its
   answers set no code (the S12 code also needs its 7th character; the coder completes it), and
@@ -47,6 +50,9 @@ Not queries:
   names "fracture-detail" only because a more specific code could exist. It says what the record
   does not state, but asks nothing: a query there would hold a critical correction hostage to an
   optional refinement.
+- **RAD-INJURY, variant undetermined**: the radiculopathy is a current injury, but the injured
+  root's region is not documented; the region query's answers map to radiculopathy codes (M54.1-),
+  which the injury excludes, so the card lists what is missing and asks nothing.
 - **TAB-HEADER** (no-child, invalid): names no missing documentation; the code as entered is not
   a code that can be reported, which is a coding correction, not a question for the provider.
 """
@@ -61,7 +67,7 @@ from ..terminology import ICD10CM
 from .common import coding, recode_condition
 
 # (rule, variant) of cards that name missing documentation but are not asked as queries (above).
-NOT_ASKED = frozenset({("SPL-TRAUMA", None)})
+NOT_ASKED = frozenset({("SPL-TRAUMA", None), ("RAD-INJURY", "undetermined")})
 ANSWER = "answer"  # the suggestion key of an answer: its label template in cards/<RULE>.toml [suggestions]
 
 

@@ -16,8 +16,9 @@ from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import ORDER_HOOKS, RuleContext, rule
 from .tables import TABLES
-from .common import (REGION_DIGIT, reason_of_order, REGION_LABEL, evidence_of, new_condition, radicular, radiculopathy_region,
-                     recode_card, remove_condition, resequence, sentences_of, slips, specificity_cards)
+from .common import (REGION_DIGIT, reason_of_order, REGION_LABEL, documented_region, evidence_of, new_condition, radicular,
+                     radiculopathy_region, recode_card, recode_condition, region_of_code, remove_condition, resequence,
+                     sentences_of, slips, specificity_cards)
 
 RA_CODES = TABLES.ra_coded
 
@@ -221,8 +222,39 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
     return cards
 
 
+_SPINE = re.compile(r"\b(?:spine|spinal|cervical|atlanto-?axial|atlanto-?occipital|cranio-?(?:cervical|vertebral)|"
+                    r"odontoid|dens|pannus|C[0-7]\b|vertebra|neck)", re.IGNORECASE)
+
+
 def _ra_documented(facts: Findings) -> list[Finding]:
-    return facts.of("rheumatoid-arthritis")
+    """Rheumatoid arthritis the record makes the cause of the spinal condition: linked by the note
+    to the radiculopathy ("C2 radiculopathy due to rheumatoid pannus"), or documented at the spine
+    itself ("rheumatoid involvement of the cervical spine", "RA with C1-C2 pannus"). RA of the hands
+    beside a radiculopathy of another cause is no "code first" (the code-first note needs a cause)."""
+    return [f for f in facts.of("rheumatoid-arthritis")
+            if any(kind in _RADICULAR for kind, _ in f.linked) or _SPINE.search(f.phrase)
+            or _ra_at_spine(f.evidence.text)]
+
+
+def _ra_at_spine(sentence: str) -> bool:
+    """The sentence puts the rheumatoid disease at the spine: a spinal word in the clause of the
+    RA phrase ("rheumatoid arthritis of the cervical spine", "RA ... C1-C2 pannus"), not a mention
+    of the spine in another clause ("RA of the hands; C2 radiculopathy from a cyst")."""
+    lowered = sentence.lower()
+    for m in re.finditer(r"rheumat\w*|\bra\b", lowered):
+        start = max(lowered.rfind(";", 0, m.start()), lowered.rfind(".", 0, m.start()), lowered.rfind(",", 0, m.start()))
+        ends = [i for i in (lowered.find(";", m.end()), lowered.find(",", m.end()), lowered.find(". ", m.end())) if i >= 0]
+        clause = sentence[start + 1:min(ends) if ends else len(sentence)]
+        if _SPINE.search(clause):
+            return True
+    return False
+
+
+def _ra_code_at_spine(code: str) -> bool:
+    """An RA code of the spine itself: the vertebrae (M05.x8/M06.x8 fifth characters for vertebrae) or
+    M45.- (ankylosing spondylitis, the tabular's home for rheumatoid arthritis of the spine)."""
+    compact = code.replace(".", "")
+    return compact.startswith("M45") or (compact[:3] in ("M05", "M06", "M08") and len(compact) >= 5 and compact[4] == "8")
 
 
 @rule("RAD-RA-SEQUENCING")
@@ -233,7 +265,13 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     condition = m54[0]
     ra_coded = facts.coded_with(*RA_CODES)
     if ra_coded:
-        ra = ra_coded[0]
+        # Code first needs the cause: an RA code of the spine, or RA the record links to it.
+        linked = [c for c in ra_coded if _ra_code_at_spine(c.code)]
+        if not linked and _ra_documented(facts):
+            linked = ra_coded
+        if not linked:
+            return []
+        ra = linked[0]
         if condition.rank is None or ra.rank is None or ra.rank < condition.rank:
             return []
         action = resequence(facts, ra.reference, condition.reference)
@@ -326,3 +364,67 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
     )]
 
 
+
+
+# --------------------------------------------------------------- current injury
+_INJURY_KINDS = frozenset({"trauma", "fracture", "dislocation"})
+_NOT_ACUTE = frozenset({"chronic", "old", "sequela"})
+
+
+def injured_roots(facts: Findings) -> list[Finding]:
+    """Radicular findings documented as a current injury: linked by the note to an acute fracture,
+    dislocation or trauma of the same sentence ("left C2 radiculopathy from the displaced C1 arch
+    fracture fragment"), or said to be traumatic and acute themselves. A radiculopathy after an old
+    or healed injury is no current injury."""
+    acute = {(f.evidence.reference, f.evidence.text, f.kind)
+             for kind in _INJURY_KINDS for f in facts.of(kind) if not f.modifiers & _NOT_ACUTE}
+    out = []
+    for f in facts.of("radiculopathy") + facts.of("radicular-signs") + facts.of("c1c2-radicular"):
+        if f.modifiers & _NOT_ACUTE:
+            continue
+        linked = any(kind in _INJURY_KINDS and (f.evidence.reference, f.evidence.text, kind) in acute
+                     for kind, _ in f.linked)
+        if linked or ("traumatic" in f.modifiers and "acute" in f.modifiers):
+            out.append(f)
+    return out
+
+
+@rule("RAD-INJURY")
+def rad_injury(facts: Findings, ctx: RuleContext) -> list[Card]:
+    """The M50-M54 block Excludes1 "current injury - see injury of spine by body region": a
+    radiculopathy coded in the block that the record documents as a current injury is the nerve
+    root injury code of its region (S14.2XX- for a cervical root), with its 7th character; where
+    the root's region is not documented, the card says what is missing instead of a code."""
+    coded = [c for c in facts.coded_with(*TABLES.root_injury_coded) if ctx.terminology.is_billable(c.code)]
+    if not coded:
+        return []
+    injured = injured_roots(facts)
+    if not injured:
+        return []
+    region = documented_region([f for f in injured if f.specific])
+    stem = TABLES.root_injury.get(region) if region else None
+    seventh = TABLES.seventh_for(sentences_of(injured), fracture=False)
+    code = ctx.terminology.with_seventh(stem, seventh) if stem else None
+    cards = []
+    for condition in coded:
+        coded_region = region_of_code(condition.code)
+        if region and coded_region and coded_region != region and {coded_region, region} != {OAA, CERVICAL}:
+            continue  # a radiculopathy of another region: another condition
+        values = {"current": condition.code, "current_display": ctx.terminology.display(condition.code),
+                  "level": injured[0].level or ""}
+        if code:
+            values.update(proposed=code, proposed_display=ctx.terminology.display(code))
+            cards.append(Card(
+                rule="RAD-INJURY", values=values, current_codes=[condition.code], proposed_codes=[code],
+                evidence=evidence_of(injured),
+                suggestions=[Suggestion("recode", [recode_condition(facts, condition.reference, code, ctx.terminology)],
+                                        is_recommended=True)],
+                subject=condition.reference,
+            ))
+        else:
+            cards.append(Card(
+                rule="RAD-INJURY", variant="undetermined", values=values, current_codes=[condition.code],
+                missing_documentation=["region"], evidence=evidence_of(injured), subject=condition.reference,
+                premise=condition.code,
+            ))
+    return cards

@@ -62,6 +62,7 @@ def _vertebra_of(fracture: Finding) -> str | None:
 
 
 NOT_ACUTE = frozenset({"chronic", "old", "sequela"})
+_INJURIES = frozenset({"trauma", "fracture"})  # what a slip linked to is an injury
 
 
 def _acute(finding: Finding) -> bool:
@@ -121,9 +122,10 @@ def _joint(ctx: RuleContext, slipped: list[Finding], seventh: str | None = None)
 def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     """An acute traumatic slip or fracture at C0-C2, and the code the tabular sends it to.
 
-    The acuity belongs to the slip or fracture itself: a fracture said to be old or healed, or a
-    slip documented as chronic or as the sequela of an old injury, is not acute whatever else
-    the encounter says about an injury."""
+    The acuity and the cause belong to the slip or fracture itself: a fracture said to be old or
+    healed, or a slip documented as chronic, unchanged since an earlier study or the sequela of an
+    old injury, is not acute whatever else the encounter says about an injury; and a slip is an
+    injury only where its own words make it one (traumatic, acute, caused by the trauma)."""
     fractures = [f for f in facts.of("fracture") if f.region == OAA and _acute(f)]
     trauma = [f for f in facts.of("trauma") if not (f.modifiers & NOT_ACUTE)]
     cord = bool(facts.of("cord-compression") or facts.of("myelopathy")) and bool(trauma or fractures)
@@ -138,6 +140,11 @@ def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     if slipped and any(f.modifiers & {"acquired", "congenital"} and not f.modifiers & {"traumatic", "acute"}
                        for f in oaa_slips):
         return None  # documented as degenerative or congenital: an injury elsewhere is not its cause
+    # The slip itself is the injury: said to be traumatic (or acute, in an encounter for an injury),
+    # or linked by the note to the trauma or fracture that caused it ("C1-C2 subluxation from the
+    # MVC"). A slip with no word of its own beside a fall today is not made acute by the fall.
+    slipped = [f for f in slipped if f.modifiers & {"traumatic", "acute"} or
+               any(kind in _INJURIES for kind, _ in f.linked)]
     if trauma and slipped:
         code, stem, description = _joint(ctx, slipped)
         return TraumaticSlip(code, None if code else stem, code is None, tuple(slipped[:2] + trauma[:1]),
@@ -335,8 +342,14 @@ def spl_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
         missing.append("region")
     if facts.record.has("diagnosticReports") and not _imaging_confirms_slip(facts):
         missing.append("imaging")
-    if not (facts.of("acquired") or facts.of("congenital") or facts.of("trauma")
-            or sequela_slip(facts, ctx) is not None):
+    # An injury in the encounter documents the slip's etiology only when it is the slip's own (a
+    # fall today beside a slip described in no words of its own leaves open whether it is
+    # degenerative or traumatic).
+    slip_injured = traumatic_slip(facts, ctx) is not None or any(
+        "traumatic" in f.modifiers or any(kind in _INJURIES for kind, _ in f.linked) for f in slips(facts))
+    if not (facts.of("acquired") or facts.of("congenital") or slip_injured
+            or any(f.modifiers & {"acquired", "congenital"} for f in slips(facts))
+            or (facts.of("trauma") and not slips(facts)) or sequela_slip(facts, ctx) is not None):
         missing.append("etiology")
     if not facts.documented("trauma"):
         missing.append("trauma-status")

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..nlp.concepts import KNOWLEDGE, LexiconError
 
 PATH = KNOWLEDGE / "code_tables.toml"
-_TOP = {"regions", "strength", "order_scope", "order_reasons", "thresholds", "discs", "causes", "neuro",
+_TOP = {"root_injuries", "regions", "strength", "order_scope", "order_reasons", "thresholds", "discs", "causes", "neuro",
         "rheumatoid", "seventh", "fractures", "joints"}
 _ADDITIONAL_KEYS = {"finding", "already", "proposed", "example"}
 _FRACTURE_KEYS = {"vertebra", "pattern", "type", "displaced", "nondisplaced", "anterior", "posterior", "category",
@@ -140,6 +140,11 @@ class CodeTables:
         _need(set(joints) == {"c0-c1", "c1-c2", "subluxation", "dislocation"}, "[joints]",
               "needs c0-c1, c1-c2, subluxation, dislocation")
         self.joints = dict(joints)
+        roots = data["root_injuries"]
+        _need(isinstance(roots.get("coded"), list) and set(roots) - {"coded"} <= set(self.region_digit),
+              "[root_injuries]", "needs `coded` and stems by region (a region of [regions])")
+        self.root_injury_coded = _codes(roots["coded"], "[root_injuries] coded")
+        self.root_injury = {region: stem for region, stem in roots.items() if region != "coded"}
 
     @staticmethod
     def _additional(entries, name: str) -> tuple[Additional, ...]:
