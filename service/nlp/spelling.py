@@ -115,9 +115,9 @@ class SpokenLevels:
             words = "|".join(sorted(self.numbers, key=len, reverse=True))
             number = rf"(?i:{words})\b"
             self._pattern = re.compile(
-                rf"(?<![\w.-])(?P<l1>[CTLS])[ -]?(?:(?P<w1>{number})|(?P<d1>\d{{1,2}})(?=\s+dash\s))"
-                rf"(?:(?P<sep>[ \t]*[-\u2013/][ \t]*|[ \t]+(?i:dash|to|through|on|over)[ \t]+)"
-                rf"(?:(?P<l2>[CTLS])[ -]?)?(?:(?P<w2>{number})|(?P<d2>\d{{1,2}})\b))?")
+                rf"(?<![\w.-])(?P<l1>[CTLS])(?:\s{{1,3}}|-)?(?:(?P<w1>{number})|(?P<d1>\d{{1,2}})(?=\s+dash\s))"
+                rf"(?:(?P<sep>\s{{0,3}}[-\u2013/]\s{{0,3}}|\s{{1,3}}(?i:dash|to|through|on|over)\s{{1,3}})"
+                rf"(?:(?P<l2>[CTLS])(?:\s{{1,3}}|-)?)?(?:(?P<w2>{number})|(?P<d2>\d{{1,2}})\b))?")
         self._gate = tuple(self.numbers) + (" dash ",)
 
     def _value(self, word: str | None, digits: str | None) -> int | None:
