@@ -271,8 +271,11 @@ def test_the_sandboxs_patient_view_request_gets_the_visits_specificity_card_as_i
     answer = dated_cdi.post(CDI, json=body).get_json()
     [card] = answer["cards"]
     assert card["indicator"] == "info"
-    assert _summary(card) == ("RAD-SPECIFICITY", "specificity", ("M54.11",), ("M54.10",))
-    assert card["summary"] == "Documentation names the C2 root: M54.11 is more specific than M54.10"
+    # the visit's M54.10 and the problem list's SNOMED CT-only "Cervical radiculopathy" (read as M54.12,
+    # issue 15): one proposal, M54.11, for both
+    assert _summary(card) == ("RAD-SPECIFICITY", "specificity", ("M54.11",), ("M54.12", "M54.10"))
+    assert card["summary"].startswith("Documentation names the C2 root: M54.11 is more specific than")
+    assert "coded in SNOMED CT only (54404000" in " ".join(card["detail"].split())
     code_set = answer["extension"][KEY]["codeSet"]
     assert (code_set["dateFrom"], code_set["date"], code_set["covered"]) == ("encounter", "2026-10-27", False)
     assert "suggestions" not in card and "does not cover this encounter (2026-10-27)" in card["detail"]

@@ -68,7 +68,11 @@ def test_the_pama_request_on_a_c2_radiculopathy_answers_one_card_proposing_m54_1
     # the suggestion updates the draft order's reason: the ICD-10-CM coding added, the SNOMED CT one kept
     [suggestion] = card["suggestions"]
     assert suggestion["label"] == "Add M54.11 to the order's reason"
-    [action] = suggestion["actions"]
+    # the order's reason, and the problem list's Condition the reason names: coded in SNOMED CT only,
+    # it is read as its ICD-10-CM twin (M54.12) and gets M54.11 beside its SNOMED CT coding (issue 15)
+    action, condition = suggestion["actions"]
+    assert condition["type"] == "update" and condition["resource"]["resourceType"] == "Condition"
+    assert [c["code"] for c in condition["resource"]["code"]["coding"]] == ["M54.11", "54404000"]
     assert action["type"] == "update"
     updated = action["resource"]
     assert updated["reasonCode"] == [{"coding": [

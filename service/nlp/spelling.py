@@ -125,12 +125,14 @@ class SpokenLevels:
             return self.numbers.get(word.lower())
         return int(digits) if digits is not None else None
 
-    def replacements(self, text: str, lowered: str) -> list[tuple[int, int, str]]:
+    def replacements(self, text: str, lowered: str, deadline=None) -> list[tuple[int, int, str]]:
         """(start, end, written level) of each spoken level of the text."""
         if self._pattern is None or not any(g in lowered for g in self._gate):
             return []
         out = []
-        for m in self._pattern.finditer(text):
+        for n, m in enumerate(self._pattern.finditer(text)):
+            if deadline is not None and n % 4096 == 4095:
+                deadline.check()
             if m.group("w1") is None and m.group("w2") is None and "dash" not in (m.group("sep") or ""):
                 continue  # written as a level already
             letter = m.group("l1")
@@ -241,7 +243,7 @@ class SpellingLexicon:
                 means = table.get(m.group())
                 if means:
                     replacements.append((m.start(), m.end(), means))
-        replacements.extend(self.spoken.replacements(text, lowered))
+        replacements.extend(self.spoken.replacements(text, lowered, deadline))
         starts = self._starts
         # Misspellings, on the lower-cased text; only a word that starts like a vocabulary word can
         # misspell one, so most long words cost a set look-up.

@@ -68,8 +68,13 @@ def annotate(cards: list[Card], facts: Findings) -> list[Card]:
             setting = facts.setting
             card.notes.append(("care-setting", {"setting": setting.label, "guideline": setting.guideline,
                                                 "convention": setting.rule, "basis": setting.basis}))
-        condition = facts.read_from_snomed(card.subject)
-        if condition is not None:
+        references = [card.subject] + [f"{a.resource.get('resourceType')}/{a.resource.get('id')}"
+                                       for s in card.suggestions for a in s.actions
+                                       if a.type == "update" and isinstance(a.resource, dict)]
+        for reference in dict.fromkeys(r for r in references if r and r.startswith("Condition/")):
+            condition = facts.read_from_snomed(reference)
+            if condition is None:
+                continue
             concept = condition.read_from
             card.notes.append(("snomed-read", {"reference": condition.reference, "sctid": concept.sctid,
                                                "term": concept.term, "code": condition.code}))

@@ -259,7 +259,7 @@ def _conflict(claims: list[_Candidate], findings, context) -> Card:
 # ------------------------------------------------------------------ order-sign
 def order_scope(findings, value_sets) -> set[str]:
     """The orders being signed (at order-select: selected) that concern the spine, and the
-    Conditions that are their reasons (by reference, or by the same code): what order-sign and
+    Conditions that are their reasons (by reference, or, for a spine procedure, by the same code): what order-sign and
     order-select cards may be about. Empty: no spine order. Draft orders not selected are context only."""
     spine_cpt = set().union(*(value_sets.members(name) for name in TABLES.spine_order_sets))
     scope: set[str] = set()
@@ -268,10 +268,14 @@ def order_scope(findings, value_sets) -> set[str]:
     for order in findings.orders:
         if selected is not None and order.reference not in selected:
             continue
-        if set(order.cpt) & spine_cpt or any(TABLES.is_spine_reason(code) for code in order.reason_codes):
+        spine_procedure = bool(set(order.cpt) & spine_cpt)
+        if spine_procedure or any(TABLES.is_spine_reason(code) for code in order.reason_codes):
             scope.add(order.reference)
             scope.update(order.reason_conditions)
-            reasons.update(order.reason_codes)
+            if spine_procedure:
+                # A Condition coded as the reason of a spine order (a knee MRI "for" cervical
+                # radiculopathy does not bring the problem list's radiculopathy into an order call).
+                reasons.update(order.reason_codes)
     if scope:
         scope.update(c.reference for c in findings.conditions if c.code in reasons)
     return scope
