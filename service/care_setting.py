@@ -19,7 +19,7 @@ PATH = KNOWLEDGE / "care_settings.toml"
 _TOP = {"default", "type_order", "diagnoses", "hooks", "settings", "conventions", "examples"}
 _SETTING = {"label", "convention", "classes", "type_words"}
 _CONVENTION = {"codes_uncertain", "guideline", "rule"}
-_EXAMPLE = {"class", "type_text", "hook", "no_encounter", "setting"}
+_EXAMPLE = {"class", "class_display", "type_text", "hook", "no_encounter", "setting"}
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -93,9 +93,10 @@ class CareSettings:
             return self._make(self.default, "no Encounter")
         klass = getattr(encounter, "class_fhir", None)
         code = getattr(klass, "code", None)
+        code = code.strip().upper() if isinstance(code, str) else None  # "imp" as sent by some EHRs
         if code in self._by_class:
             return self._make(self._by_class[code], f"Encounter.class {code}")
-        words = set()
+        words = set(_WORD.findall((getattr(klass, "display", None) or "").lower()[:500]))  # "inpatient encounter"
         for concept in getattr(encounter, "type", None) or []:
             texts = [concept.text or ""] + [c.display or "" for c in concept.coding or []]
             for text in texts:
@@ -103,7 +104,7 @@ class CareSettings:
         found = {key for word in words for key in self._by_word.get(word, ())}
         for key in self.type_order:
             if key in found:
-                return self._make(key, "Encounter.type")
+                return self._make(key, "Encounter.type or class display")
         if hook in self.hooks:
             return self._make(self.hooks[hook], f"the {hook} hook")
         return self._make(self.default, "the Encounter names no setting")

@@ -37,7 +37,8 @@ def _encounter(example: dict):
         return None
     resource = {"resourceType": "Encounter", "id": "e1", "status": "finished",
                 "class": {"system": V3, "code": example["class"]} if "class" in example
-                else {"system": V3, "code": "UNKNOWNX"}}
+                else {"system": "urn:ehr:visit-class", "code": "X9", "display": example["class_display"]}
+                if "class_display" in example else {"system": V3, "code": "UNKNOWNX"}}
     if "type_text" in example:
         resource["type"] = [{"text": example["type_text"]}]
     return Encounter.model_validate(resource)
