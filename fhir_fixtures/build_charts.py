@@ -48,7 +48,7 @@ NOTE_TYPES = {  # LOINC document types
     "pain": ("11506-3", "Progress note"),
 }
 ENCOUNTER_CLASSES = {"AMB": "ambulatory", "IMP": "inpatient encounter", "EMER": "emergency",
-                     "OBSENC": "observation encounter"}
+                     "OBSENC": "observation encounter", "E": "Emergency"}
 _CHART_KEYS = {"id", "about", "classes", "hook", "encounter_class", "conditions", "reports", "notes",
                "procedures", "orders", "ranks", "expect"}
 _NOTE_KEYS = {"text", "kind", "status", "doc_status", "date", "encounter", "replaces", "html", "author"}

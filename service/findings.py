@@ -34,6 +34,7 @@ ASSERTIONS = ("affirmed", "negated", "uncertain", "historical")
 _WEEKS = re.compile(r"\b(\d{1,3})\s*(?:-|\s)?\s*(weeks?|wks?|months?|mos?)\b", re.IGNORECASE)
 # Findings of an acute event: read in a note of an earlier encounter, they are that encounter's history.
 ACUTE_EVENTS = frozenset({"trauma", "fracture"})
+DISCHARGE_SUMMARY = "18842-5"  # LOINC Discharge summary
 
 
 @dataclass(frozen=True)
@@ -114,17 +115,53 @@ class Findings:
         note of an earlier encounter). Empty when the text was never read (no rule needed it)."""
         if "text" not in self.__dict__:
             return []
-        diagnoses = CARE_SETTINGS.diagnoses
-        return [f for f in self.text if f.evidence.assertion == "uncertain" and _hedged(f, diagnoses)]
+        if "text" not in self.__dict__:
+            return []
+        read = self._read()
+        if not any(f.hedged for f in read):
+            return []
+        established = self._established(read)
+        return [f for f in read if id(f) in established]
 
     @cached_property
     def text(self) -> list[Finding]:
         found = self._read()
         if not self.codes_uncertain:
             return found
+        promoted = self._established(found)
+        if not promoted:
+            return found
+        return [f._replace(assertion="affirmed") if id(f) in promoted else f for f in found]
+
+    def _established(self, found: list[Finding]) -> set[int]:
+        """The hedged diagnoses the inpatient convention codes: those documented at the time of
+        discharge (in the discharge summary when the encounter has one, else in its notes), and
+        not ruled out anywhere in this encounter's documentation ("possible C1 arch fracture" on
+        admission, "no fracture" on CT: disproved, never coded)."""
         diagnoses = CARE_SETTINGS.diagnoses
-        return [f._replace(assertion="affirmed") if f.assertion == "uncertain" and _hedged(f, diagnoses) else f
-                for f in found]
+        hedged = [f for f in found if f.assertion == "uncertain" and _hedged(f, diagnoses)]
+        if not hedged:
+            return set()
+        discharge = self.record_discharge_summaries()
+        if discharge:
+            hedged = [f for f in hedged if f.evidence.reference in discharge]
+        ruled_out = [(f.kind, f.region) for f in found if f.assertion == "negated" and not f.prior]
+        return {id(f) for f in hedged
+                if not any(kind == f.kind and (region is None or f.region is None or region == f.region)
+                           for kind, region in ruled_out)}
+
+    def record_discharge_summaries(self) -> set[str]:
+        """References of this record's discharge summaries (LOINC 18842-5, or so named)."""
+        out = set()
+        for reference, resource in self.record.raw.items():
+            if not reference.startswith("DocumentReference/") or not isinstance(resource, dict):
+                continue
+            concept = resource.get("type") if isinstance(resource.get("type"), dict) else {}
+            codings = [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+            names = " ".join(str(x) for x in [concept.get("text")] + [c.get("display") for c in codings] if x).lower()
+            if any(c.get("code") == DISCHARGE_SUMMARY for c in codings) or "discharge summary" in names:
+                out.add(reference)
+        return out
 
     def _read(self) -> list[Finding]:
         """Findings of codes and text. Reading the text is most of a hook call's cost, and a record

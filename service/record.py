@@ -172,7 +172,7 @@ _READ = {
     "DiagnosticReport": {"id", "status", "code", "conclusion", "effectiveDateTime", "subject"},
     "Procedure": {"id", "status", "code", "performedDateTime", "performedPeriod", "subject"},
     "DocumentReference": {"id", "status", "subject", "content"},
-    "Encounter": {"id", "status", "class", "diagnosis", "subject", "period"},
+    "Encounter": {"id", "status", "class", "type", "diagnosis", "subject", "period"},
     "ServiceRequest": {"id", "status", "intent", "code", "subject", "reasonCode", "reasonReference"},
 }
 

@@ -61,7 +61,7 @@ def test_the_conventions_follow_the_guidelines():
 
 @pytest.mark.parametrize("old, new, message", [
     ('convention = "inpatient"\nclasses', 'convention = "sometimes"\nclasses', "convention"),
-    ('classes = ["EMER"]', 'classes = ["IMP"]', "listed twice"),
+    ('classes = ["EMER", "E"]', 'classes = ["IMP"]', "listed twice"),
     ('default = "ambulatory"', 'default = "nowhere"', "not a setting"),
     ("codes_uncertain = true", 'codes_uncertain = "yes"', "conventions.inpatient"),
     ('diagnoses = ["radiculopathy",', 'diagnoses = ["not-a-finding",', "diagnoses not in concepts.toml"),
@@ -184,3 +184,20 @@ def test_a_current_injury_of_an_unstated_root_asks_for_the_level(runtime):
     cards = [c["extension"]["spine-coding-cds"] for c in _answer(runtime, vignette)]
     assert {"rule": "RAD-INJURY", "missingDocumentation": ["region"]}.items() <= next(
         c for c in cards if c["rule"] == "RAD-INJURY").items()
+
+
+def test_the_encounter_type_reaches_the_setting_through_the_record(runtime):
+    """An Encounter whose class the map does not know (another EHR's code) names its setting by its
+    type: the record keeps Encounter.type for it."""
+    body = build_vignettes.build({"id": "t", "hook": "encounter-sign", **LIKELY})
+    body["prefetch"]["encounter"]["class"] = {"system": "urn:ehr:visit-class", "code": "X9"}
+    body["prefetch"]["encounter"]["type"] = [{"text": "Inpatient admission"}]
+    service = SERVICES["spine-coding-encounter-sign"]
+    [card] = answer_hook(runtime, service, body, Call("http://localhost/", origin=None, screen=False,
+                                                      as_of=date(2026, 6, 1))).cards
+    assert card["extension"]["spine-coding-cds"]["rule"] == "RAD-SPECIFICITY"
+    assert "Encounter.type" in card["detail"]
+    body["prefetch"]["encounter"]["type"] = [{"text": "Pre-admission testing"}]
+    [card] = answer_hook(runtime, service, body, Call("http://localhost/", origin=None, screen=False,
+                                                      as_of=date(2026, 6, 1))).cards
+    assert card["extension"]["spine-coding-cds"]["rule"] == "DOC-UNCERTAIN"

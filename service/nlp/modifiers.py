@@ -37,8 +37,10 @@ _EFFECT_OF = re.compile(r"\b(?:due\s+to|secondary\s+to|caused\s+by|from|related\
 _CAUSING = re.compile(r"\b(?:causing|resulting\s+in|producing|with\s+resultant|with\s+resulting|with|"
                       r"leading\s+to|contributing\s+to|compressing|impinging(?:\s+on)?|abutting|explains?|"
                       r"accounts?\s+for|responsible\s+for)\b", re.IGNORECASE)
+# ... and what between them says the second finding is the patient's, not the first one's cause
+# ("radiculopathy from a vertebral artery loop, in a patient with RA of the hands").
 _NO_LINK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\.\s|\bnot\b|\bno\b|n't\b|\bunrelated\b|\brather\s+than\b|"
-                      r"\bunlikely\b|\bwithout\b|\bnor\b", re.IGNORECASE)
+                      r"\bunlikely\b|\bwithout\b|\bnor\b|\bpatient\b|\bwho\b|\bhistory\s+of\b", re.IGNORECASE)
 _ADJECTIVE = re.compile(r"(?:post-?\s?)?traumatic")
 # What an injury can cause (beside the effects above): "subluxation of C1 on C2 from the MVC".
 INJURED = frozenset({"displacement", "dislocation", "instability", "fracture"})

@@ -222,32 +222,27 @@ def rad_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
     return cards
 
 
-_SPINE = re.compile(r"\b(?:spine|spinal|cervical|atlanto-?axial|atlanto-?occipital|cranio-?(?:cervical|vertebral)|"
-                    r"odontoid|dens|pannus|C[0-7]\b|vertebra|neck)", re.IGNORECASE)
-
-
 def _ra_documented(facts: Findings) -> list[Finding]:
     """Rheumatoid arthritis the record makes the cause of the spinal condition: linked by the note
     to the radiculopathy ("C2 radiculopathy due to rheumatoid pannus"), or documented at the spine
     itself ("rheumatoid involvement of the cervical spine", "RA with C1-C2 pannus"). RA of the hands
     beside a radiculopathy of another cause is no "code first" (the code-first note needs a cause)."""
     return [f for f in facts.of("rheumatoid-arthritis")
-            if any(kind in _RADICULAR for kind, _ in f.linked) or _SPINE.search(f.phrase)
-            or _ra_at_spine(f.evidence.text)]
+            if any(kind == "radiculopathy" for kind, _ in f.linked) or _ra_at_spine(f.evidence.text)]
+
+
+_RA_AT = re.compile(r"(?:rheumatoid\s+arthritis|rheumatoid|\bRA\b)(?:\s+\w+){0,2}?\s+(?:of|involving|in|at|affecting|with)\s+"
+                    r"(?:the\s+)?(?:\w+\s+){0,2}?(?:spine|spinal|cervical|atlanto-?axial|C[0-7]\b|C1-C2|cranio-?cervical|"
+                    r"odontoid|dens|neck|vertebra\w*)|"
+                    r"(?:cervical|spinal|atlanto-?axial|cranio-?cervical)\s+(?:\w+\s+){0,1}(?:rheumatoid|RA\b)|"
+                    r"rheumatoid\s+(?:pannus|involvement\s+of\s+the\s+(?:cervical\s+)?spine)", re.IGNORECASE)
 
 
 def _ra_at_spine(sentence: str) -> bool:
-    """The sentence puts the rheumatoid disease at the spine: a spinal word in the clause of the
-    RA phrase ("rheumatoid arthritis of the cervical spine", "RA ... C1-C2 pannus"), not a mention
-    of the spine in another clause ("RA of the hands; C2 radiculopathy from a cyst")."""
-    lowered = sentence.lower()
-    for m in re.finditer(r"rheumat\w*|\bra\b", lowered):
-        start = max(lowered.rfind(";", 0, m.start()), lowered.rfind(".", 0, m.start()), lowered.rfind(",", 0, m.start()))
-        ends = [i for i in (lowered.find(";", m.end()), lowered.find(",", m.end()), lowered.find(". ", m.end())) if i >= 0]
-        clause = sentence[start + 1:min(ends) if ends else len(sentence)]
-        if _SPINE.search(clause):
-            return True
-    return False
+    """The sentence puts the rheumatoid disease at the spine itself: "rheumatoid arthritis of the
+    cervical spine", "RA involving C1-C2", "cervical rheumatoid disease", "rheumatoid pannus"; not a
+    spinal level elsewhere in the sentence ("C2 radiculopathy in a patient with RA of the hands")."""
+    return bool(_RA_AT.search(sentence))
 
 
 def _ra_code_at_spine(code: str) -> bool:
@@ -266,12 +261,13 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     ra_coded = facts.coded_with(*RA_CODES)
     if ra_coded:
         # Code first needs the cause: an RA code of the spine, or RA the record links to it.
-        linked = [c for c in ra_coded if _ra_code_at_spine(c.code)]
-        if not linked and _ra_documented(facts):
-            linked = ra_coded
-        if not linked:
-            return []
-        ra = linked[0]
+        # Code first needs the cause, and the code of the cause: an RA code of the spine (M45.-,
+        # the vertebrae's M05/M06). RA of the hands coded after M54.11 is not resequenced; where the
+        # record links RA to the spine, the spine's RA code is proposed below instead.
+        at_spine = [c for c in ra_coded if _ra_code_at_spine(c.code)]
+        if not at_spine:
+            return _ra_additional(facts, ctx, condition)
+        ra = at_spine[0]
         if condition.rank is None or ra.rank is None or ra.rank < condition.rank:
             return []
         action = resequence(facts, ra.reference, condition.reference)
@@ -283,9 +279,13 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
             suggestions=[Suggestion("resequence", [action], {"ra": ra.code}, is_recommended=True)] if action else [],
             subject=condition.reference, premise="M54.11",
         )]
+    return _ra_additional(facts, ctx, condition)
+
+
+def _ra_additional(facts: Findings, ctx: RuleContext, condition) -> list[Card]:
     found = _ra_documented(facts)
-    if not found:
-        return []
+    if not found or any(_ra_code_at_spine(c.code) for c in facts.coded_with(*RA_CODES, firm=False)):
+        return []  # no documented cause, or the spine's RA code is there
     text = sentences_of(found).lower()
     seronegative = "seronegative" in text or "rheumatoid factor negative" in text
     seropositive = "seropositive" in text or "rheumatoid factor positive" in text
@@ -382,8 +382,10 @@ def injured_roots(facts: Findings) -> list[Finding]:
     for f in facts.of("radiculopathy") + facts.of("radicular-signs") + facts.of("c1c2-radicular"):
         if f.modifiers & _NOT_ACUTE:
             continue
+        # A radicular sign (numbness, weakness) linked to an injury is a root injury only when that
+        # injury is at the spine ("thumb numbness from the distal radius fracture" is not).
         linked = any(kind in _INJURY_KINDS and (f.evidence.reference, f.evidence.text, kind) in acute
-                     for kind, _ in f.linked)
+                     and (f.kind == "radiculopathy" or region is not None) for kind, region in f.linked)
         if linked or ("traumatic" in f.modifiers and "acute" in f.modifiers):
             out.append(f)
     return out

@@ -70,6 +70,35 @@ def _acute(finding: Finding) -> bool:
     return not (finding.modifiers & NOT_ACUTE) or "acute" in finding.modifiers
 
 
+_SKULL_BASE = re.compile(r"\b(?:occipital\s+condyl\w*|condylar|skull\s+base|basilar\s+skull|basi-?occiput|clivus|clival)\b",
+                         re.IGNORECASE)
+
+
+def _skull_base(fracture: Finding) -> bool:
+    """A fracture of the occipital condyle or skull base (S02.1-), not of C1 or C2, though its line
+    of the report is the craniocervical junction's."""
+    return _vertebra_of(fracture) is None and bool(_SKULL_BASE.search(f"{fracture.phrase} {fracture.evidence.text}"))
+
+
+_BEFORE_INJURY = re.compile(r"\bchronic\b|\blong-?standing\b|\bknown\b|\b(?:since|from|in|on)\s+(?:the\s+)?(?:\w+\s+)?"
+                            r"(?:19|20)\d\d\b", re.IGNORECASE)
+
+
+def slip_predates_injury(facts: Findings) -> bool:
+    """The C0-C2 slip is documented as older than the injury: chronic, long-standing or known, or
+    dated to an earlier year ("chronic grade 1 anterolisthesis of C1 on C2, unchanged since 2024"),
+    with no word of its own making it traumatic, and not disputed anywhere (a slip the record says
+    is "not a degenerative slip" but the fracture's displacement is the injury). A new fracture
+    beside it is another condition (I.A.12.a), not the slip's cause."""
+    oaa = in_region(slips(facts), OAA)
+    if not oaa or any("traumatic" in f.modifiers or ("acute" in f.modifiers and "chronic" not in f.modifiers)
+                      or any(k in _INJURIES for k, _ in f.linked) for f in oaa):
+        return False  # ("chronic ... slip with no acute change": the chronic word is the slip's)
+    if [f for f in facts.of("displacement", "negated") if f.region in (OAA, None)]:
+        return False
+    return any("chronic" in f.modifiers and _BEFORE_INJURY.search(f.evidence.text) for f in oaa)
+
+
 def traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     """Once per hook call (several rules ask)."""
     if "traumatic_slip" not in facts.memo:
@@ -126,9 +155,11 @@ def _traumatic_slip(facts: Findings, ctx: RuleContext) -> TraumaticSlip | None:
     healed, or a slip documented as chronic, unchanged since an earlier study or the sequela of an
     old injury, is not acute whatever else the encounter says about an injury; and a slip is an
     injury only where its own words make it one (traumatic, acute, caused by the trauma)."""
-    fractures = [f for f in facts.of("fracture") if f.region == OAA and _acute(f)]
+    fractures = [f for f in facts.of("fracture") if f.region == OAA and _acute(f) and not _skull_base(f)]
     trauma = [f for f in facts.of("trauma") if not (f.modifiers & NOT_ACUTE)]
     cord = bool(facts.of("cord-compression") or facts.of("myelopathy")) and bool(trauma or fractures)
+    if fractures and slip_predates_injury(facts):
+        return None  # a new fracture beside a slip older than it: two conditions, no reroute of the slip
     if fractures:
         code, category, detail, description, fractures = _fracture(ctx, fractures)
         return TraumaticSlip(code, category, detail, tuple(fractures + trauma[:1]), description, cord)
@@ -452,7 +483,12 @@ def spl_excludes(facts: Findings, ctx: RuleContext) -> list[Card]:
                     + evidence_of(congenital or acquired, 2),
                     suggestions=suggestions, subject=m43.reference,
                 ))
-        if code in UPPER:
+        if code in UPPER and _acute_s_code(facts) and slip_predates_injury(facts):
+            # The injury coded beside a slip older than it: two conditions (I.A.12.a); M43.1's
+            # Excludes1 is the acute traumatic slip, which this is not.
+            cards.append(Card(rule="SPL-EXCLUDES", variant="unrelated", subject=m43.reference, keeps=True,
+                              suggestions=[Suggestion("keep_both", _removals(m43s) + _removals(_acute_s_code(facts)))]))
+        elif code in UPPER:
             acute_by_code: dict[str, list] = {}
             for acute in _acute_s_code(facts):
                 acute_by_code.setdefault(acute.code, []).append(acute)
