@@ -15,6 +15,7 @@ from ..cards import Card, Suggestion
 from ..findings import Finding, Findings
 from ..nlp.levels import CERVICAL, CERVICOTHORACIC, OAA
 from . import ORDER_HOOKS, RuleContext, rule
+from .spondylolisthesis import NOT_ACUTE
 from .tables import TABLES
 from .common import (REGION_DIGIT, reason_of_order, REGION_LABEL, documented_region, evidence_of, new_condition, radicular,
                      radiculopathy_region, recode_card, recode_condition, region_of_code, remove_condition, resequence,
@@ -260,7 +261,6 @@ def rad_ra_sequencing(facts: Findings, ctx: RuleContext) -> list[Card]:
     condition = m54[0]
     ra_coded = facts.coded_with(*RA_CODES)
     if ra_coded:
-        # Code first needs the cause: an RA code of the spine, or RA the record links to it.
         # Code first needs the cause, and the code of the cause: an RA code of the spine (M45.-,
         # the vertebrae's M05/M06). RA of the hands coded after M54.11 is not resequenced; where the
         # record links RA to the spine, the spine's RA code is proposed below instead.
@@ -368,7 +368,6 @@ def rad_docs(facts: Findings, ctx: RuleContext) -> list[Card]:
 
 # --------------------------------------------------------------- current injury
 _INJURY_KINDS = frozenset({"trauma", "fracture", "dislocation"})
-_NOT_ACUTE = frozenset({"chronic", "old", "sequela"})
 
 
 def injured_roots(facts: Findings) -> list[Finding]:
@@ -377,10 +376,10 @@ def injured_roots(facts: Findings) -> list[Finding]:
     fracture fragment"), or said to be traumatic and acute themselves. A radiculopathy after an old
     or healed injury is no current injury."""
     acute = {(f.evidence.reference, f.evidence.text, f.kind)
-             for kind in _INJURY_KINDS for f in facts.of(kind) if not f.modifiers & _NOT_ACUTE}
+             for kind in _INJURY_KINDS for f in facts.of(kind) if not f.modifiers & NOT_ACUTE}
     out = []
     for f in facts.of("radiculopathy") + facts.of("radicular-signs") + facts.of("c1c2-radicular"):
-        if f.modifiers & _NOT_ACUTE:
+        if f.modifiers & NOT_ACUTE:
             continue
         # A radicular sign (numbness, weakness) linked to an injury is a root injury only when that
         # injury is at the spine ("thumb numbness from the distal radius fracture" is not).
