@@ -59,9 +59,23 @@ def _spondylosis_reroute(facts: Findings):
     condition: M47.21 is spondylosis *with* radiculopathy of the occipito-atlanto-axial region."""
     if not (facts.of("radiculopathy") or [f for f in facts.of("radicular-signs") if f.specific]):
         return None  # "no radiculopathy": there is nothing for a code "with radiculopathy" to say
-    found = [f for f in facts.of("spondylosis")
-             if (f.specific and f.region == OAA) or (_causes_radiculopathy(f) and f.region in (OAA, None))]
+    linked = [f for f in facts.of("spondylosis") if _causes_radiculopathy(f) and f.region in (OAA, None)]
+    if linked:
+        return "M47.21", linked
+    # Spondylosis at C0-C2 is taken as the cause only when the note names no other: "radiculopathy
+    # due to the C1-C2 anterolisthesis" beside "osteophytes of the lateral atlantoaxial joints" is
+    # the slip's radiculopathy (M54.11 with M43.11), not spondylosis with radiculopathy.
+    if _other_cause_named(facts):
+        return None
+    found = [f for f in facts.of("spondylosis") if f.specific and f.region == OAA]
     return ("M47.21", found) if found else None
+
+
+def _other_cause_named(facts: Findings) -> bool:
+    """The note names the C0-C2 radiculopathy's cause, and it is not spondylosis."""
+    causes = {kind for f in facts.of("radiculopathy") + facts.of("radicular-signs") + facts.of("c1c2-radicular")
+              if f.region in (OAA, None) for kind, _ in f.linked}
+    return bool(causes) and "spondylosis" not in causes
 
 
 _PAIR = re.compile(r"C(\d)\s*(?:-|\u2013|/|on)\s*C?(\d)|C(\d)\s*-\s*T1", re.I)
