@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nlp.concepts import KNOWLEDGE, LexiconError, read_toml
+from .nlp.concepts import KNOWLEDGE, LexiconError, finding_kinds as concept_kinds, read_toml
 
 PATH = KNOWLEDGE / "care_settings.toml"
 _TOP = {"default", "type_order", "diagnoses", "hooks", "settings", "conventions", "examples"}
@@ -73,7 +73,8 @@ class CareSettings:
             if value not in self.settings:
                 raise LexiconError(f"{name}: {value!r} is not a setting")
         self.diagnoses = frozenset(data["diagnoses"])
-        if finding_kinds is not None and self.diagnoses - finding_kinds:
+        finding_kinds = concept_kinds() if finding_kinds is None else finding_kinds
+        if self.diagnoses - finding_kinds:
             raise LexiconError(f"{name}: diagnoses not in concepts.toml: {sorted(self.diagnoses - finding_kinds)}")
         self.examples = []
         for n, example in enumerate(data.get("examples", [])):
@@ -110,8 +111,4 @@ class CareSettings:
         return self._make(self.default, "the Encounter names no setting")
 
 
-def _finding_kinds() -> set[str]:
-    return {k for k, v in read_toml(KNOWLEDGE / "concepts.toml").items() if isinstance(v, dict)}
-
-
-CARE_SETTINGS = CareSettings(finding_kinds=_finding_kinds())
+CARE_SETTINGS = CareSettings()

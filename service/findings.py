@@ -142,7 +142,7 @@ class Findings:
         hedged = [f for f in found if f.assertion == "uncertain" and _hedged(f, diagnoses)]
         if not hedged:
             return set()
-        discharge = self.record_discharge_summaries()
+        discharge = self.discharge_summaries
         if discharge:
             hedged = [f for f in hedged if f.evidence.reference in discharge]
         ruled_out = [(f.kind, f.region) for f in found if f.assertion == "negated" and not f.prior]
@@ -150,7 +150,8 @@ class Findings:
                 if not any(kind == f.kind and (region is None or f.region is None or region == f.region)
                            for kind, region in ruled_out)}
 
-    def record_discharge_summaries(self) -> set[str]:
+    @cached_property
+    def discharge_summaries(self) -> set[str]:
         """References of this record's discharge summaries (LOINC 18842-5, or so named)."""
         out = set()
         for reference, resource in self.record.raw.items():

@@ -9,16 +9,14 @@ tests/test_snomed_map.py against the loaded tabular.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nlp.concepts import KNOWLEDGE, LexiconError, read_toml
+from .nlp.concepts import KNOWLEDGE, LexiconError, finding_kinds as concept_kinds, read_toml
 from .nlp.levels import REGIONS
 
 SNOMED = "http://snomed.info/sct"
 PATH = KNOWLEDGE / "snomed_map.toml"
-CONCEPTS = KNOWLEDGE / "concepts.toml"
 
 _KEYS = {"sctid", "fsn", "term", "finding", "region", "icd10cm", "source", "target"}
 _SCTID = re.compile(r"[1-9][0-9]{5,17}")
@@ -68,11 +66,6 @@ class SnomedConcept:
         return {"system": SNOMED, "code": self.sctid, "display": self.fsn}
 
 
-def _finding_kinds(path: Path = CONCEPTS) -> set[str]:
-    with open(path, "rb") as fh:
-        return {k for k, v in tomllib.load(fh).items() if isinstance(v, dict)}
-
-
 class SnomedMap:
     """The concepts of knowledge/snomed_map.toml, by SCTID."""
 
@@ -81,7 +74,7 @@ class SnomedMap:
         data = read_toml(path)
         if set(data) != {"concept"} or not isinstance(data["concept"], list) or not data["concept"]:
             raise LexiconError(f"{name}: needs [[concept]] entries and nothing else, has {sorted(data)}")
-        kinds = _finding_kinds() if finding_kinds is None else finding_kinds
+        kinds = concept_kinds() if finding_kinds is None else finding_kinds
         self.concepts: dict[str, SnomedConcept] = {}
         for n, entry in enumerate(data["concept"]):
             where = f"{name}: [[concept]] {n + 1}"

@@ -68,14 +68,14 @@ def test_the_conventions_follow_the_guidelines():
     ('type_words = ["emergency"]', 'type_words = ["emergency department"]', "one lower-case word"),
 ])
 def test_a_malformed_settings_file_is_refused_naming_the_entry(tmp_path, old, new, message):
-    from service.care_setting import PATH, _finding_kinds
+    from service.care_setting import PATH
 
     text = PATH.read_text()
     assert old in text
     path = tmp_path / "care_settings.toml"
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(LexiconError, match=message):
-        CareSettings(path, finding_kinds=_finding_kinds())
+        CareSettings(path)
 
 
 # ------------------------------------------------------------------ the reading

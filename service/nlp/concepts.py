@@ -42,6 +42,11 @@ def read_toml(path, error: type[LexiconError] = LexiconError) -> dict:
         raise error(f"{Path(path).name}: not TOML ({exc})") from None
 
 
+def finding_kinds(path=None) -> set[str]:
+    """The finding kinds of concepts.toml (its tables), for the knowledge files that name them."""
+    return {k for k, v in read_toml(path or KNOWLEDGE / "concepts.toml").items() if isinstance(v, dict)}
+
+
 def require_text(spec: dict, keys, where: str) -> None:
     """Each of `keys` is a non-empty string in the lexicon entry (its test example among them)."""
     for key in keys:
